@@ -1,0 +1,189 @@
+"""In-memory state of the devstore: shops, their records, apps, tokens and logs.
+
+Records are plain dicts in the internal shape declared by ``devstore.model`` (snake_case
+columns; ids numeric). The GraphQL layer maps them to Shopify's types; mutations, the
+control API and the bulk runner change them through ``ShopState`` methods so that
+``updated_at`` moves, the write log records the change and webhooks are emitted in one
+place.
+
+Thread safety: one ``threading.RLock`` per shop (``ShopState.lock``); every reader and
+writer of a shop's records holds it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import polars as pl
+
+# Entities the devstore serves, keyed by the table name in ``devstore.model``.
+ENTITY_TABLES: tuple[str, ...] = (
+    "customers",
+    "orders",
+    "products",
+    "collections",
+    "abandoned_checkouts",
+)
+# child table -> (parent table, foreign-key column)
+CHILD_TABLES: dict[str, tuple[str, str]] = {
+    "customer_addresses": ("customers", "customer_id"),
+    "order_line_items": ("orders", "order_id"),
+    "refunds": ("orders", "order_id"),
+    "variants": ("products", "product_id"),
+    "collection_products": ("collections", "collection_id"),
+    "checkout_line_items": ("abandoned_checkouts", "checkout_id"),
+    "metafields": ("customers", "owner_id"),
+}
+
+# Scopes a fully-granted app has.
+ALL_SCOPES: tuple[str, ...] = (
+    "read_customers",
+    "write_customers",
+    "read_orders",
+    "read_all_orders",
+    "read_products",
+    "read_content",
+)
+
+Record = dict[str, Any]
+WebhookListener = Callable[["ShopState", str, dict[str, Any]], None]
+
+
+class Clock:
+    """The devstore's notion of now; tests may shift it forward."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def now(self) -> datetime:
+        """Current devstore time (UTC, microseconds)."""
+        return datetime.now(UTC) + self.offset
+
+
+@dataclass
+class AppCredentials:
+    """One installed app on one shop: its client credentials, tokens and grant."""
+
+    client_id: str
+    client_secret: str
+    scopes: set[str]
+    # access token -> expiry (None = never expires, i.e. a static/offline token)
+    tokens: dict[str, datetime | None] = field(default_factory=dict)
+    installed: bool = True
+    token_ttl: timedelta = timedelta(hours=24)
+
+    def issue_token(self, now: datetime, ttl: timedelta | None) -> str:
+        """Create a new access token valid for ``ttl`` (None = no expiry)."""
+        token = "shpat_" + secrets.token_hex(16)
+        self.tokens[token] = None if ttl is None else now + ttl
+        return token
+
+
+@dataclass
+class WriteLogEntry:
+    """One write the devstore received, for test assertions."""
+
+    at: datetime
+    shop: str
+    operation: str  # mutation name or control-API action
+    target: str  # gid or entity
+    payload: dict[str, Any]
+    outcome: str  # "ok" or the user error code
+
+
+class ShopState:
+    """Everything one shop holds."""
+
+    def __init__(self, shop: Record, clock: Clock) -> None:
+        self.info: Record = dict(shop)
+        self.domain: str = shop["shop"]
+        self.handle: str = shop["handle"]
+        self.clock = clock
+        self.lock = threading.RLock()
+        # table -> id -> record; child tables -> parent id -> list of records
+        self.records: dict[str, dict[int, Record]] = {t: {} for t in ENTITY_TABLES}
+        self.children: dict[str, dict[int, list[Record]]] = {t: {} for t in CHILD_TABLES}
+        self.apps: dict[str, AppCredentials] = {}  # client_id -> credentials
+        self.write_log: list[WriteLogEntry] = []
+        self.webhook_subscriptions: dict[int, Record] = {}
+        self.bulk_operations: dict[int, Record] = {}
+        self.listeners: list[WebhookListener] = []
+        self._ids = itertools.count(10_000_000_000 + int(time.time()))
+
+    # ids -------------------------------------------------------------------------------
+    def next_id(self) -> int:
+        """A fresh numeric id, unique within the devstore process."""
+        return next(self._ids)
+
+    def bump_ids_past(self, max_id: int) -> None:
+        """Ensure new ids are above any id loaded from a generated world."""
+        current = next(self._ids)
+        self._ids = itertools.count(max(current, max_id + 1))
+
+    # loading -----------------------------------------------------------------------------
+    def load_tables(self, tables: dict[str, pl.DataFrame]) -> None:
+        """Replace this shop's records with the rows of ``tables`` that belong to it."""
+        max_id = 0
+        with self.lock:
+            for table in ENTITY_TABLES:
+                frame = tables.get(table)
+                rows = [] if frame is None else frame.filter(pl.col("shop") == self.domain).to_dicts()
+                self.records[table] = {r["id"]: r for r in rows}
+                if rows:
+                    max_id = max(max_id, max(r["id"] for r in rows))
+            for table, (_parent, fk) in CHILD_TABLES.items():
+                frame = tables.get(table)
+                grouped: dict[int, list[Record]] = {}
+                if frame is not None:
+                    for r in frame.filter(pl.col("shop") == self.domain).to_dicts():
+                        grouped.setdefault(r[fk], []).append(r)
+                        if "id" in r and r["id"] is not None:
+                            max_id = max(max_id, r["id"])
+                self.children[table] = grouped
+        self.bump_ids_past(max_id)
+
+    # writes ------------------------------------------------------------------------------
+    def log_write(self, operation: str, target: str, payload: dict[str, Any], outcome: str = "ok") -> None:
+        """Append to the write log (read back through the control API)."""
+        self.write_log.append(WriteLogEntry(self.clock.now(), self.domain, operation, target, payload, outcome))
+
+    def emit(self, topic: str, payload: dict[str, Any]) -> None:
+        """Tell every listener (the webhook dispatcher) that ``topic`` happened."""
+        for listener in list(self.listeners):
+            listener(self, topic, payload)
+
+
+class World:
+    """All shops the devstore serves, by handle and by domain."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
+        self.shops: dict[str, ShopState] = {}  # handle -> state
+        self.lock = threading.RLock()
+
+    def add_shop(self, shop: Record) -> ShopState:
+        """Register a shop (a row of the ``shops`` table)."""
+        state = ShopState(shop, self.clock)
+        with self.lock:
+            self.shops[state.handle] = state
+        return state
+
+    def shop(self, handle_or_domain: str) -> ShopState | None:
+        """Look a shop up by handle (``acme``) or domain (``acme.myshopify.com``)."""
+        handle = handle_or_domain.removesuffix(".myshopify.com")
+        return self.shops.get(handle)
+
+    @classmethod
+    def from_tables(cls, tables: dict[str, pl.DataFrame], clock: Clock | None = None) -> World:
+        """Build a world from generator output (``devstore.model`` tables)."""
+        world = cls(clock)
+        for shop in tables["shops"].to_dicts():
+            world.add_shop(shop).load_tables(tables)
+        return world

@@ -1,0 +1,1 @@
+"""Everything that talks to Shopify or reads landing files. Never imports dagster."""
