@@ -52,7 +52,11 @@ def test_transforms_do_no_io_and_never_read_the_clock() -> None:
     }
     offenders: list[str] = []
     for path in _modules("transforms"):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        source = path.read_text(encoding="utf-8")
+        # A line may read the package's own static data (mapping tables shipped in
+        # transforms/data/) if it says so with this marker; pipeline data never.
+        static_lines = {i for i, line in enumerate(source.splitlines(), 1) if "# static-data" in line}
+        tree = ast.parse(source)
         for node in ast.walk(tree):
             if isinstance(node, ast.Call):
                 func = node.func
@@ -63,7 +67,7 @@ def test_transforms_do_no_io_and_never_read_the_clock() -> None:
                     and all(isinstance(a, ast.Constant) and a.value == ":memory:" for a in node.args)
                     and not node.keywords
                 )
-                if name in forbidden_calls and not in_memory:
+                if name in forbidden_calls and not in_memory and node.lineno not in static_lines:
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}()")
         if _imports(path) & {"httpx", "requests", "dlt", "sqlalchemy", "os"}:
             offenders.append(f"{path.relative_to(ROOT)} imports an I/O library")
