@@ -33,6 +33,9 @@ from typing import Any, Literal
 
 Mode = Literal["bulk", "incremental", "reconcile", "webhook", "feed"]
 ENGAGEMENT = "_engagement"
+# Folders under the landing root that hold no batches: feed inbox, processed feed files,
+# quarantined lines, fetcher state.
+_IGNORED_FOLDERS = frozenset({"inbox", "processed", "_quarantine", "_state"})
 
 
 @dataclass(frozen=True)
@@ -168,14 +171,20 @@ def read_manifest(path: Path) -> Manifest:
     return Manifest(**json.loads(path.read_text()))
 
 
-def iter_batches(root: Path, shop: str | None = None, entity: str | None = None) -> Iterator[tuple[Manifest, Path]]:
+def iter_batches(
+    root: Path, shop: str | None = None, entity: str | None = None
+) -> Iterator[tuple[Manifest, Path]]:
     """Every complete batch (manifest present) as ``(manifest, data_path)``, oldest first."""
     if not root.exists():
         return
     found: list[tuple[Manifest, Path]] = []
     for manifest_path in root.glob("**/*.json"):
-        if manifest_path.name.startswith(".tmp-"):
+        if manifest_path.name.startswith(".tmp-") or _IGNORED_FOLDERS & set(
+            manifest_path.relative_to(root).parts
+        ):
             continue
+        if not manifest_path.with_suffix(".jsonl").exists():
+            continue  # a stray .json (say, a file dropped by hand) is not a batch
         manifest = read_manifest(manifest_path)
         if shop is not None and manifest.shop != shop:
             continue
@@ -196,6 +205,8 @@ def mark_loaded(data_path: Path, info: dict[str, Any]) -> None:
     _write_atomic(data_path.with_suffix(".loaded"), json.dumps(info).encode())
 
 
-def pending_batches(root: Path, shop: str | None = None, entity: str | None = None) -> list[tuple[Manifest, Path]]:
+def pending_batches(
+    root: Path, shop: str | None = None, entity: str | None = None
+) -> list[tuple[Manifest, Path]]:
     """Complete batches not yet loaded, oldest first."""
     return [(m, p) for m, p in iter_batches(root, shop, entity) if not is_loaded(p)]

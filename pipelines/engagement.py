@@ -1,0 +1,244 @@
+"""The engagement feed: email and SMS events from the messaging side, into the landing zone.
+
+Schema (one event per JSONL line or CSV row; header names as below):
+
+============  ========  ==========================================================
+column        required  meaning
+============  ========  ==========================================================
+event_id      yes       unique id from the sender; re-sending an event is harmless
+occurred_at   yes       ISO 8601 with a UTC offset, e.g. ``2026-11-02T09:30:00Z``
+type          yes       ``email_sent`` ``email_delivered`` ``email_open``
+                        ``email_click`` ``email_unsubscribe`` ``sms_sent``
+                        ``sms_click`` ``sms_inbound``
+email         one of    the recipient's email address (email events)
+phone         these     the recipient's phone, E.164 or national (SMS events)
+shop          no        ``<handle>.myshopify.com``: limits the event to that store
+campaign      no        campaign name or id
+body          sms_in.   the text of an inbound SMS (``STOP``, ``START``, …)
+============  ========  ==========================================================
+
+Files arrive two ways: ``shopsync engagement import FILE``, or dropped into
+``<landing>/_engagement/inbox/``. Either way each line is validated on its own: valid
+events become one immutable landing batch (shop ``_engagement``) that the loader reads
+like any other; a malformed line is written, with its line number and the reason, to
+``<landing>/_quarantine/engagement/<batch_id>.jsonl`` and the rest still loads.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from pipelines import landing
+
+EventType = Literal[
+    "email_sent",
+    "email_delivered",
+    "email_open",
+    "email_click",
+    "email_unsubscribe",
+    "sms_sent",
+    "sms_click",
+    "sms_inbound",
+]
+ENTITY = "engagement"
+INBOX = "inbox"
+PROCESSED = "processed"
+
+
+class EngagementEvent(BaseModel):
+    """One validated engagement event."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    event_id: str
+    occurred_at: datetime
+    type: EventType
+    email: str | None = None
+    phone: str | None = None
+    shop: str | None = None
+    campaign: str | None = None
+    body: str | None = None
+
+    @field_validator("email", "phone", "shop", "campaign", "body", mode="before")
+    @classmethod
+    def _blank_is_missing(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("event_id")
+    @classmethod
+    def _event_id_present(cls, value: str) -> str:
+        if not value:
+            raise ValueError("event_id is empty")
+        return value
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _has_offset(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("occurred_at needs a UTC offset, e.g. 2026-11-02T09:30:00Z")
+        return value
+
+    @field_validator("shop")
+    @classmethod
+    def _shop_domain(cls, value: str | None) -> str | None:
+        if value is not None and not value.endswith(".myshopify.com"):
+            raise ValueError("shop must be a <handle>.myshopify.com domain")
+        return value
+
+    @model_validator(mode="after")
+    def _addressable(self) -> EngagementEvent:
+        if self.type.startswith("email") and not self.email:
+            raise ValueError(f"{self.type} needs an email")
+        if self.type.startswith("sms") and not self.phone:
+            raise ValueError(f"{self.type} needs a phone")
+        if self.type == "sms_inbound" and self.body is None:
+            raise ValueError("sms_inbound needs a body")
+        return self
+
+    def to_row(self) -> dict[str, Any]:
+        """The landing-row form (timestamps as ISO strings in UTC)."""
+        row = self.model_dump()
+        row["occurred_at"] = self.occurred_at.isoformat().replace("+00:00", "Z")
+        return row
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What one import did."""
+
+    source: Path
+    accepted: int
+    quarantined: int
+    batch: landing.Manifest | None
+    quarantine_path: Path | None
+
+
+class FeedFormatError(ValueError):
+    """The file cannot be read as an engagement feed at all (not a per-line problem)."""
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str, dict[str, Any] | None, str | None]]:
+    """(line number, raw text, parsed object or None, parse error or None) per input line."""
+    suffix = path.suffix.lower()
+    if suffix in {".jsonl", ".ndjson", ".json"}:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for number, raw in enumerate(fh, 1):
+                text = raw.rstrip("\n")
+                if not text.strip():
+                    continue
+                try:
+                    parsed = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    yield number, text, None, f"not valid JSON: {exc.msg} at column {exc.colno}"
+                    continue
+                if not isinstance(parsed, dict):
+                    yield number, text, None, "not a JSON object"
+                    continue
+                yield number, text, parsed, None
+    elif suffix == ".csv":
+        with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames or "event_id" not in reader.fieldnames:
+                raise FeedFormatError(
+                    f"{path.name}: a CSV feed needs a header row with event_id, occurred_at, type, …"
+                )
+            for number, row in enumerate(reader, 2):
+                if None in row:
+                    yield number, json.dumps(row, default=str), None, "more fields than the header has"
+                    continue
+                yield number, json.dumps(row), dict(row), None
+    else:
+        raise FeedFormatError(f"{path.name}: engagement files must be .jsonl or .csv")
+
+
+def _reason(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(x) for x in item["loc"])
+        parts.append(f"{where}: {item['msg']}" if where else item["msg"])
+    return "; ".join(parts)
+
+
+def import_file(path: Path, landing_root: Path) -> ImportResult:
+    """Validate ``path`` line by line; land the valid events, quarantine the rest.
+
+    Raises ``FileNotFoundError`` for a missing file and ``FeedFormatError`` for a file that
+    is not a feed at all; neither writes anything.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such engagement file")
+    accepted: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    for number, raw, parsed, problem in _lines(path):
+        if parsed is not None:
+            try:
+                accepted.append(EngagementEvent.model_validate(parsed).to_row())
+                continue
+            except ValidationError as exc:
+                problem = _reason(exc)
+        rejected.append({"source": path.name, "line": number, "reason": problem, "raw": raw})
+
+    batch_id = landing.new_batch_id("feed")
+    manifest = None
+    if accepted:
+        manifest = landing.write_batch(
+            landing_root,
+            landing.ENGAGEMENT,
+            ENTITY,
+            "feed",
+            accepted,
+            batch_id=batch_id,
+            extra={"source": path.name, "quarantined": len(rejected)},
+        )
+    quarantine_path = None
+    if rejected:
+        folder = landing_root / "_quarantine" / ENTITY
+        folder.mkdir(parents=True, exist_ok=True)
+        quarantine_path = folder / f"{batch_id}.jsonl"
+        with open(quarantine_path, "w", encoding="utf-8") as fh:
+            for item in rejected:
+                fh.write(json.dumps(item, ensure_ascii=False) + "\n")
+    return ImportResult(path, len(accepted), len(rejected), manifest, quarantine_path)
+
+
+def inbox_dir(landing_root: Path) -> Path:
+    """Where users drop feed files for pickup."""
+    return landing.entity_dir(landing_root, landing.ENGAGEMENT, ENTITY) / INBOX
+
+
+def inbox_files(landing_root: Path) -> list[Path]:
+    """Feed files waiting in the inbox, oldest first (by name, then modification time)."""
+    folder = inbox_dir(landing_root)
+    if not folder.exists():
+        return []
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in {".jsonl", ".ndjson", ".csv"}]
+    return sorted(files, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def import_inbox(landing_root: Path) -> list[ImportResult]:
+    """Import every inbox file, then move it to ``processed/`` so it is imported once."""
+    results = []
+    done = inbox_dir(landing_root).parent / PROCESSED
+    for path in inbox_files(landing_root):
+        try:
+            result = import_file(path, landing_root)
+        except FeedFormatError as exc:
+            # The whole file is unreadable as a feed: quarantine it as one item, keep going.
+            folder = landing_root / "_quarantine" / ENTITY
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / f"{landing.new_batch_id('feed')}.jsonl"
+            target.write_text(json.dumps({"source": path.name, "line": None, "reason": str(exc)}) + "\n")
+            result = ImportResult(path, 0, 1, None, target)
+        done.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(path), done / path.name)
+        results.append(result)
+    return results
