@@ -1,0 +1,1 @@
+"""Shopify webhooks: signature verification, the durable receiver journal, the receiver app."""
