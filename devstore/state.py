@@ -52,6 +52,19 @@ ALL_SCOPES: tuple[str, ...] = (
     "read_content",
 )
 
+# table -> Admin API type name used in gids
+GID_TYPES: dict[str, str] = {
+    "customers": "Customer",
+    "orders": "Order",
+    "products": "Product",
+    "collections": "Collection",
+    "abandoned_checkouts": "AbandonedCheckout",
+    "customer_addresses": "MailingAddress",
+    "metafields": "Metafield",
+    "variants": "ProductVariant",
+    "order_line_items": "LineItem",
+}
+
 Record = dict[str, Any]
 WebhookListener = Callable[["ShopState", str, dict[str, Any]], None]
 
@@ -152,12 +165,91 @@ class ShopState:
     # writes ------------------------------------------------------------------------------
     def log_write(self, operation: str, target: str, payload: dict[str, Any], outcome: str = "ok") -> None:
         """Append to the write log (read back through the control API)."""
-        self.write_log.append(WriteLogEntry(self.clock.now(), self.domain, operation, target, payload, outcome))
+        self.write_log.append(
+            WriteLogEntry(self.clock.now(), self.domain, operation, target, payload, outcome)
+        )
 
     def emit(self, topic: str, payload: dict[str, Any]) -> None:
         """Tell every listener (the webhook dispatcher) that ``topic`` happened."""
         for listener in list(self.listeners):
             listener(self, topic, payload)
+
+    # record changes (mutations and the control API go through these) --------------------
+    def gid(self, table: str, record_id: int) -> str:
+        """The Admin API global id of a record of ``table``."""
+        return f"gid://shopify/{GID_TYPES.get(table, table)}/{record_id}"
+
+    def create_record(
+        self,
+        table: str,
+        record: Record,
+        *,
+        operation: str,
+        topic: str | None = None,
+        at: datetime | None = None,
+    ) -> Record:
+        """Insert a top-level record (id assigned if missing), log it and emit ``topic``."""
+        now = at or self.clock.now()
+        with self.lock:
+            row = dict(record)
+            row.setdefault("id", self.next_id())
+            row["shop"] = self.domain
+            if row.get("created_at") is None and table != "collections":  # collections have no created_at
+                row["created_at"] = now
+            row["updated_at"] = now
+            self.records[table][row["id"]] = row
+            self.log_write(operation, self.gid(table, row["id"]), dict(record))
+            snapshot = dict(row)
+        if topic:
+            self.emit(topic, snapshot)
+        return row
+
+    def update_record(
+        self,
+        table: str,
+        record_id: int,
+        changes: dict[str, Any],
+        *,
+        operation: str,
+        topics: tuple[str, ...] = (),
+        at: datetime | None = None,
+        log_payload: dict[str, Any] | None = None,
+    ) -> Record | None:
+        """Apply ``changes`` to a record, move its ``updated_at``, log and emit; None if absent.
+
+        ``log_payload`` replaces ``changes`` in the write log when the change lives elsewhere
+        (metafields, addresses).
+        """
+        with self.lock:
+            row = self.records[table].get(record_id)
+            if row is None:
+                return None
+            row.update(changes)
+            row["updated_at"] = at or self.clock.now()
+            self.log_write(
+                operation, self.gid(table, record_id), dict(changes) if log_payload is None else log_payload
+            )
+            snapshot = dict(row)
+        for topic in topics:
+            self.emit(topic, snapshot)
+        return row
+
+    def delete_record(
+        self, table: str, record_id: int, *, operation: str, topic: str | None = None
+    ) -> Record | None:
+        """Remove a record and its children, log and emit ``topic``; None if absent."""
+        with self.lock:
+            row = self.records[table].pop(record_id, None)
+            if row is None:
+                return None
+            for child, (parent, _fk) in CHILD_TABLES.items():
+                if parent == table:
+                    self.children[child].pop(record_id, None)
+            self.log_write(operation, self.gid(table, record_id), {})
+            snapshot = dict(row)
+        if topic:
+            self.emit(topic, snapshot)
+        return row
 
 
 class World:

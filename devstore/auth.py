@@ -1,0 +1,228 @@
+"""Access tokens, OAuth (authorization code and client credentials) and the REST endpoints.
+
+Every Admin API call carries ``X-Shopify-Access-Token``; an unknown, expired or revoked
+token (or an uninstalled app) gets Shopify's 401 body. Tokens come three ways: static
+tokens installed with the world, the client-credentials grant (expiring, TTL per app), and
+the authorization-code flow (offline, non-expiring), whose redirect carries an ``hmac`` of
+the other query parameters signed with the client secret, by Shopify's rule.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from devstore.state import AppCredentials, ShopState, World
+
+INVALID_TOKEN_BODY = {
+    "errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"
+}
+AUTH_CODE_TTL = timedelta(minutes=10)
+
+
+def unauthorized() -> JSONResponse:
+    """Shopify's 401 for a missing, unknown, expired or revoked access token."""
+    return JSONResponse(INVALID_TOKEN_BODY, status_code=401)
+
+
+def authenticate(world: World, shop: ShopState, token: str | None) -> AppCredentials | None:
+    """The installed app owning ``token`` on ``shop`` if the token is valid now, else None."""
+    if not token:
+        return None
+    now = world.clock.now()
+    with shop.lock:
+        for app in shop.apps.values():
+            if token in app.tokens:
+                expiry = app.tokens[token]
+                if not app.installed or (expiry is not None and expiry <= now):
+                    return None
+                return app
+    return None
+
+
+def sign_params(params: dict[str, str], secret: str) -> str:
+    """Shopify's OAuth hmac: hex HMAC-SHA256 of ``k=v`` pairs (hmac removed), sorted, joined by ``&``."""
+    message = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k not in ("hmac", "signature"))
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def verify_params(params: dict[str, str], secret: str) -> bool:
+    """True when ``params["hmac"]`` signs the other parameters with ``secret``."""
+    given = params.get("hmac", "")
+    return hmac.compare_digest(given, sign_params(params, secret))
+
+
+@dataclass
+class PendingGrant:
+    """An authorization code waiting to be exchanged for an offline token."""
+
+    shop: str
+    client_id: str
+    scopes: set[str]
+    expires_at: datetime
+
+
+class OAuthState:
+    """Authorization codes issued and not yet exchanged, across all shops."""
+
+    def __init__(self) -> None:
+        self.codes: dict[str, PendingGrant] = {}
+
+
+def _oauth_error(error: str, description: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"error": error, "error_description": description}, status_code=status)
+
+
+def parse_scopes(raw: str | None) -> set[str]:
+    """``"read_customers, write_customers"`` -> ``{"read_customers", "write_customers"}``."""
+    return {s.strip() for s in (raw or "").split(",") if s.strip()}
+
+
+def scope_string(scopes: set[str]) -> str:
+    """Scopes as Shopify lists them in token responses (comma-separated)."""
+    return ",".join(sorted(scopes))
+
+
+def authorize(request: Request, world: World, shop: ShopState, oauth: OAuthState) -> Response:
+    """``GET /admin/oauth/authorize``: grant at once (no merchant screen) and redirect with a code."""
+    params = dict(request.query_params)
+    client_id = params.get("client_id", "")
+    redirect_uri = params.get("redirect_uri", "")
+    app = shop.apps.get(client_id)
+    if app is None:
+        return _oauth_error(
+            "invalid_request", f"The client_id {client_id!r} is not an app installed on {shop.domain}."
+        )
+    if not redirect_uri or urlsplit(redirect_uri).scheme not in ("http", "https"):
+        return _oauth_error("invalid_request", "The redirect_uri is missing or is not an http(s) URL.")
+    now = world.clock.now()
+    code = secrets.token_hex(16)
+    requested = parse_scopes(params.get("scope")) or set(app.scopes)
+    oauth.codes[code] = PendingGrant(shop.domain, client_id, requested, now + AUTH_CODE_TTL)
+    answer = {
+        "code": code,
+        "host": base64.b64encode(f"admin.shopify.com/store/{shop.handle}".encode()).decode().rstrip("="),
+        "shop": shop.domain,
+        "state": params.get("state", ""),
+        "timestamp": str(int(now.timestamp())),
+    }
+    answer["hmac"] = sign_params(answer, app.client_secret)
+    parts = urlsplit(redirect_uri)
+    query = "&".join(p for p in (parts.query, urlencode(answer)) if p)
+    return RedirectResponse(
+        urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment)), status_code=302
+    )
+
+
+async def _form_or_json(request: Request) -> dict[str, str]:
+    content_type = request.headers.get("content-type", "")
+    if "application/json" in content_type:
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            return {}
+        return {k: str(v) for k, v in body.items()} if isinstance(body, dict) else {}
+    # urlencoded forms parsed here: Starlette's form parser needs python-multipart, not in the lock
+    values = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+    # some clients send the grant as query parameters of the POST
+    for key, value in request.query_params.items():
+        values.setdefault(key, value)
+    return values
+
+
+async def access_token(request: Request, world: World, shop: ShopState, oauth: OAuthState) -> Response:
+    """``POST /admin/oauth/access_token``: client-credentials grant or authorization-code exchange."""
+    params = await _form_or_json(request)
+    client_id = params.get("client_id", "")
+    app = shop.apps.get(client_id)
+    if app is None or not hmac.compare_digest(app.client_secret, params.get("client_secret", "")):
+        return _oauth_error(
+            "invalid_client", "Client authentication failed: unknown client_id or wrong client_secret."
+        )
+    now = world.clock.now()
+    grant_type = params.get("grant_type", "authorization_code" if "code" in params else "")
+    if grant_type == "client_credentials":
+        if not app.installed:
+            return _oauth_error("invalid_client", f"The app is not installed on {shop.domain}.")
+        with shop.lock:
+            token = app.issue_token(now, app.token_ttl)
+        return JSONResponse(
+            {
+                "access_token": token,
+                "scope": scope_string(app.scopes),
+                "expires_in": int(app.token_ttl.total_seconds()),
+            }
+        )
+    if grant_type == "authorization_code":
+        grant = oauth.codes.pop(params.get("code", ""), None)
+        if (
+            grant is None
+            or grant.client_id != client_id
+            or grant.shop != shop.domain
+            or grant.expires_at <= now
+        ):
+            return _oauth_error(
+                "invalid_request", "This authorization code was not found or was already used."
+            )
+        with shop.lock:
+            app.scopes = set(grant.scopes)
+            app.installed = True
+            token = app.issue_token(now, None)
+        return JSONResponse({"access_token": token, "scope": scope_string(app.scopes)})
+    return _oauth_error("unsupported_grant_type", f"grant_type {grant_type!r} is not supported.")
+
+
+def access_scopes_json(app: AppCredentials) -> dict[str, Any]:
+    """Body of ``GET /admin/oauth/access_scopes.json``."""
+    return {"access_scopes": [{"handle": s} for s in sorted(app.scopes)]}
+
+
+_PLAN_REST = {
+    "standard": ("basic", "Basic"),
+    "advanced": ("advanced", "Advanced"),
+    "plus": ("shopify_plus", "Shopify Plus"),
+}
+
+
+def shop_json(shop: ShopState, shop_id: int) -> dict[str, Any]:
+    """Body of ``GET /admin/api/<version>/shop.json`` (Shopify's REST shop fields)."""
+    info = shop.info
+    created = info.get("created_at")
+    created_text = created.isoformat() if isinstance(created, datetime) else created
+    plan_name, plan_display = _PLAN_REST.get(info.get("plan") or "standard", ("basic", "Basic"))
+    currency = info.get("currency_code")
+    return {
+        "shop": {
+            "id": shop_id,
+            "name": info.get("name"),
+            "email": info.get("email"),
+            "customer_email": info.get("email"),
+            "domain": info.get("primary_domain") or shop.domain,
+            "myshopify_domain": shop.domain,
+            "country": info.get("country_code"),
+            "country_code": info.get("country_code"),
+            "currency": currency,
+            "enabled_presentment_currencies": [currency],
+            "iana_timezone": info.get("timezone"),
+            "timezone": info.get("timezone"),
+            "plan_name": plan_name,
+            "plan_display_name": plan_display,
+            "primary_locale": "en",
+            "money_format": "${{amount}}" if currency == "USD" else f"{{{{amount}}}} {currency}",
+            "created_at": created_text,
+            "updated_at": created_text,
+            "has_storefront": True,
+            "password_enabled": False,
+            "setup_required": False,
+        }
+    }
