@@ -30,22 +30,34 @@ def test_write_batch_from_rows_records_counts_and_digest(tmp_path: Path) -> None
 
 def test_write_batch_moves_a_downloaded_file_in(tmp_path: Path) -> None:
     download = tmp_path / "download.jsonl"
-    download.write_text('{"id":"gid://shopify/Order/1"}\n{"id":"gid://shopify/LineItem/2","__parentId":"gid://shopify/Order/1"}\n')
-    manifest = landing.write_batch(tmp_path / "landing", "acme.myshopify.com", "orders", "bulk", download, complete=True)
+    download.write_text(
+        '{"id":"gid://shopify/Order/1"}\n{"id":"gid://shopify/LineItem/2","__parentId":"gid://shopify/Order/1"}\n'
+    )
+    manifest = landing.write_batch(
+        tmp_path / "landing", "acme.myshopify.com", "orders", "bulk", download, complete=True
+    )
     assert not download.exists()
     assert manifest.rows == 2 and manifest.complete
 
 
 def test_same_batch_id_is_written_once(tmp_path: Path) -> None:
-    first = landing.write_batch(tmp_path, "acme.myshopify.com", "orders", "webhook", [{"id": "a"}], batch_id="b1")
-    again = landing.write_batch(tmp_path, "acme.myshopify.com", "orders", "webhook", [{"id": "zzz"}], batch_id="b1")
+    first = landing.write_batch(
+        tmp_path, "acme.myshopify.com", "orders", "webhook", [{"id": "a"}], batch_id="b1"
+    )
+    again = landing.write_batch(
+        tmp_path, "acme.myshopify.com", "orders", "webhook", [{"id": "zzz"}], batch_id="b1"
+    )
     assert again == first
     assert len(list(landing.iter_batches(tmp_path))) == 1
 
 
 def test_pending_batches_are_ordered_and_filtered_and_marked(tmp_path: Path) -> None:
     ids = []
-    for shop, entity in [("a.myshopify.com", "orders"), ("b.myshopify.com", "orders"), ("a.myshopify.com", "customers")]:
+    for shop, entity in [
+        ("a.myshopify.com", "orders"),
+        ("b.myshopify.com", "orders"),
+        ("a.myshopify.com", "customers"),
+    ]:
         ids.append(landing.write_batch(tmp_path, shop, entity, "bulk", [{"id": "x"}]).batch_id)
     assert [m.batch_id for m, _ in landing.pending_batches(tmp_path)] == sorted(ids)
     only = landing.pending_batches(tmp_path, shop="a.myshopify.com", entity="orders")

@@ -1,0 +1,825 @@
+"""The loader: landing batches → DuckDB ``shopify.*`` through a dlt pipeline. The single warehouse writer.
+
+For each pending batch, oldest first:
+
+1. **Read** the JSONL in blocks against the entity's declared landing schema
+   (:data:`pipelines.tables.LANDING`; decoded by Arrow's JSON reader into Polars, see
+   :func:`iter_decoded_blocks`), split lines by the gid's type segment and flatten them with
+   Polars expressions (:mod:`pipelines.loader_specs`) into the warehouse tables. No Python
+   touches a row; a malformed line fails the batch before the warehouse is written, and the
+   error names the batch and the line.
+2. **Plan** against the warehouse: a parent row is new, updated, unchanged (same content
+   hash over the row and its children) or stale (the warehouse already holds a later
+   ``updated_at``: a late webhook or an overlapping window). Only new and updated parents are
+   written, so loading a batch again writes nothing and the tables stay byte-identical.
+3. **Merge** with dlt (Arrow tables, ``delete-insert`` merge): parents on ``(shop, id)``;
+   each child table is replaced under its written parents (see :func:`_child_resource`), so
+   an order edited to drop a line item loses it and a parent with no children ends with none.
+4. **Deletes** in DuckDB SQL after the merge: a ``complete`` batch (reconciliation id list or
+   full export) stamps ``_deleted_at`` on the shop's rows it does not contain and clears it on
+   rows it does; ``{"id": gid, "__deleted": true}`` lines stamp their rows.
+5. ``mark_loaded`` once the warehouse has committed.
+
+Every step is idempotent, so a crash anywhere is repaired by loading the batch again (it
+stays pending until step 5); dlt itself finishes a load package interrupted mid-way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import dlt
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.json as pa_json
+from dlt.common.exceptions import DltException
+from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
+
+from pipelines.landing import ENGAGEMENT, Manifest, iter_batches, mark_loaded, pending_batches
+from pipelines.loader_specs import GID_TYPE, SPECS, ChildSpec, EntitySpec, gid_number
+from pipelines.tables import LANDING, ROW_HASH, WAREHOUSE, warehouse_schema
+
+log = logging.getLogger(__name__)
+
+DATASET = "shopify"
+PIPELINE_NAME = "shopsync_loader"
+# Polars' hash is stable for a given Polars version; after an upgrade every row looks
+# changed once and is rewritten with the same content, which is harmless.
+_HASH_SEED = 0x5EED
+
+
+class LoadError(Exception):
+    """A batch could not be loaded; nothing from it was committed and later batches wait.
+
+    ``loaded`` holds what was committed before the failing batch.
+    """
+
+    def __init__(self, message: str, *, batch_id: str, line: int | None, loaded: LoadResult) -> None:
+        super().__init__(message)
+        self.batch_id = batch_id
+        self.line = line
+        self.loaded = loaded
+
+
+@dataclass
+class LoadResult:
+    """What a call to :func:`load_pending` did.
+
+    Counts are of parent rows (customers, orders, products, collections, checkouts):
+    ``inserted`` new, ``updated`` changed, ``unchanged`` identical to the warehouse, ``stale``
+    older than the warehouse row (kept), ``deleted`` newly stamped ``_deleted_at``,
+    ``undeleted`` reappeared. ``rows`` counts rows written per table, children included.
+    """
+
+    batches: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    stale: int = 0
+    deleted: int = 0
+    undeleted: int = 0
+    skipped: list[str] = field(default_factory=list)  # batches this loader has no handler for
+    duration_s: float = 0.0
+
+    def add(self, other: LoadResult) -> None:
+        """Fold the result of one batch into this one."""
+        self.batches.extend(other.batches)
+        for table, n in other.rows.items():
+            self.rows[table] = self.rows.get(table, 0) + n
+        for name in ("inserted", "updated", "unchanged", "stale", "deleted", "undeleted"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+# ---- reading a batch -----------------------------------------------------------------------
+
+
+@dataclass
+class ParsedBatch:
+    """A batch flattened into warehouse-shaped frames (not yet compared with the warehouse)."""
+
+    parents: pl.DataFrame  # one row per parent id (latest version in the batch), with _row_hash
+    children: dict[str, pl.DataFrame]  # child table → rows of the parents above
+    deleted_ids: pl.Series  # parent ids whose last line in the batch is a delete marker
+    present_ids: pl.Series  # every parent id in the batch (for complete batches)
+
+
+class MalformedBatch(ValueError):
+    """A landing batch has a line the loader cannot read; ``line`` is 1-based when known."""
+
+    def __init__(self, manifest: Manifest, path: Path, line: int | None, problem: str) -> None:
+        where = f"line {line}" if line is not None else "an unknown line"
+        super().__init__(
+            f"Landing batch {manifest.batch_id} ({path}) is malformed at {where}: {problem}. "
+            "Nothing from this batch was loaded and later batches were left pending; "
+            "fix or move the batch aside, then run the load again."
+        )
+        self.line = line
+
+
+def _type_problem(value: Any, dtype: pl.DataType, key: str) -> str | None:
+    """Why ``value`` cannot be read as ``dtype`` (None if it can)."""
+    if value is None:
+        return None
+    if isinstance(dtype, pl.Struct):
+        if not isinstance(value, dict):
+            return f"{key!r} should be an object"
+        for fld in dtype.fields:
+            if problem := _type_problem(value.get(fld.name), fld.dtype, f"{key}.{fld.name}"):
+                return problem
+        return None
+    if isinstance(dtype, pl.List):
+        if not isinstance(value, list):
+            return f"{key!r} should be a list"
+        for item in value:
+            if problem := _type_problem(item, dtype.inner, f"{key}[]"):
+                return problem
+        return None
+    expected = {pl.String: str, pl.Boolean: bool, pl.Int64: int}.get(dtype.base_type())
+    if expected is int and isinstance(value, bool):
+        return f"{key!r} should be an integer"
+    if expected is not None and not isinstance(value, expected):
+        return f"{key!r} should be {expected.__name__}, got {type(value).__name__}"
+    return None
+
+
+_GID_RE = re.compile(GID_TYPE)
+
+
+def locate_bad_line(path: Path, spec: EntitySpec, reconcile: bool) -> tuple[int, str] | None:
+    """Find the first line of a batch the fast path cannot load, and say why.
+
+    Runs only after the vectorised read has failed, so a slow Python scan is fine here.
+    """
+    schema = LANDING[spec.entity]
+    allowed = {spec.row_type} if reconcile else spec.row_types
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except ValueError as exc:
+                return number, f"not valid JSON ({exc})"
+            if not isinstance(row, dict):
+                return number, "not a JSON object"
+            gid = row.get("id")
+            match = _GID_RE.match(gid) if isinstance(gid, str) else None
+            if match is None:
+                return number, f"'id' is not a Shopify gid: {gid!r}"
+            if match.group(1) not in allowed:
+                return number, f"row type {match.group(1)!r} is not part of {spec.entity} batches"
+            if match.group(1) != spec.row_type:
+                parent = row.get("__parentId")
+                if not isinstance(parent, str) or not _GID_RE.match(parent):
+                    return number, f"child row {gid} has no valid '__parentId'"
+            for key, dtype in schema.items():
+                if problem := _type_problem(row.get(key), dtype, key):
+                    return number, problem
+            for key in ("createdAt", "updatedAt"):
+                value = row.get(key)
+                if isinstance(value, str):
+                    try:
+                        datetime.fromisoformat(value)
+                    except ValueError:
+                        return number, f"{key!r} is not an ISO-8601 timestamp: {value!r}"
+    return None
+
+
+# Bytes of JSONL decoded at a time: bounds memory to the flattened tables, not the file.
+# A single line must fit in one block (Shopify rows are kilobytes).
+_BLOCK_BYTES = 16 << 20
+
+
+def arrow_type(dtype: pl.DataType) -> pa.DataType:
+    """The Arrow type the JSON reader decodes a declared Polars landing type into."""
+    if isinstance(dtype, pl.Struct):
+        return pa.struct([pa.field(f.name, arrow_type(f.dtype)) for f in dtype.fields])
+    if isinstance(dtype, pl.List):
+        return pa.list_(arrow_type(dtype.inner))
+    return {pl.String: pa.string(), pl.Int64: pa.int64(), pl.Boolean: pa.bool_()}[dtype.base_type()]
+
+
+def iter_decoded_blocks(path: Path, schema: dict[str, pl.DataType]) -> Iterator[pl.DataFrame]:
+    """Decode a JSONL batch block by block against its declared schema, as Polars frames.
+
+    ``_line`` numbers the rows across blocks (0-based; equals the line index unless the
+    file has blank lines). Decoding uses Arrow's multi-threaded C++ JSON reader with the
+    schema derived from the declared Polars one: measured on bulk-export order files it
+    takes about 0.6x the CPU of ``pl.read_ndjson(schema=...)`` in Polars 2.1 and streams, so
+    a 3 GB export never sits in memory; everything after it is Polars expressions.
+    """
+    if path.stat().st_size == 0:
+        return
+    reader = pa_json.open_json(
+        path,
+        read_options=pa_json.ReadOptions(block_size=_BLOCK_BYTES),
+        parse_options=pa_json.ParseOptions(
+            explicit_schema=pa.schema([pa.field(k, arrow_type(v)) for k, v in schema.items()]),
+            unexpected_field_behavior="ignore",
+        ),
+        # Polars copies each block out of Arrow; the system allocator hands the block's
+        # memory back at once, where Arrow's default pool keeps it (measured: -200 MB RSS
+        # per 600 MB of JSONL).
+        memory_pool=pa.system_memory_pool(),
+    )
+    offset = 0
+    for batch in reader:
+        frame = cast(pl.DataFrame, pl.from_arrow(batch))
+        yield frame.with_row_index("_line", offset=offset)
+        offset += frame.height
+
+
+def _conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    return frame.select(
+        [pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c) for c, t in schema.items()]
+    )
+
+
+def _business_hash(columns: Sequence[str]) -> pl.Expr:
+    return pl.struct(list(columns)).hash(_HASH_SEED)
+
+
+@dataclass
+class _Pieces:
+    """The flattened rows of one block of lines, before the batch-wide resolution."""
+
+    parents: pl.DataFrame
+    deletes: pl.DataFrame
+    present: pl.Series
+    children: dict[str, pl.DataFrame]
+
+
+def _flatten_block(spec: EntitySpec, raw: pl.DataFrame, reconcile: bool) -> _Pieces:
+    raw = raw.with_columns(
+        _type=pl.col("id").str.extract(GID_TYPE, 1),
+        _num=gid_number(pl.col("id")),
+        _parent=gid_number(pl.col("__parentId")),
+    )
+    # Lazy from here: each query filters only the columns it selects, instead of copying
+    # every decoded column (nested MoneyBags included) once per row type.
+    block = raw.lazy()
+    allowed = [spec.row_type] if reconcile else sorted(spec.row_types)
+    bad = (
+        block.filter(
+            pl.col("_type").is_null()
+            | ~pl.col("_type").is_in(allowed)
+            | ((pl.col("_type") != spec.row_type) & pl.col("_parent").is_null())
+        )
+        .select("_line")
+        .head(1)
+        .collect()
+    )
+    if bad.height:
+        raise ValueError(f"bad row type or gid at line {bad['_line'][0] + 1}")
+    is_parent = pl.col("_type") == spec.row_type
+    present = block.filter(is_parent).select("_num").collect().to_series()
+    if reconcile:
+        return _Pieces(pl.DataFrame(), pl.DataFrame(), present, {})
+    is_delete = pl.col("__deleted").fill_null(False)
+    deletes = block.filter(is_parent & is_delete).select("_num", "_line").collect()
+    upserts = block.filter(is_parent & ~is_delete)
+    inline = [c.inline for c in spec.children if c.inline]
+    parents = upserts.select(
+        pl.col("_line"),
+        pl.col("_num").alias("id"),
+        *[expr.alias(name) for name, expr in spec.columns.items()],
+        # Inline children enter the row hash through the hash of their raw list.
+        *[pl.col(name).hash(_HASH_SEED).alias(f"_ih_{name}") for name in inline],
+    ).collect()
+    children: dict[str, pl.DataFrame] = {}
+    for child in spec.children:
+        if child.inline:
+            source = (
+                upserts.select(
+                    pl.col("_num").alias("_pid"), pl.col("_line").alias("_pline"), pl.col(child.inline)
+                )
+                .explode(child.inline)
+                .filter(pl.col(child.inline).is_not_null())
+                .unnest(child.inline)
+            )
+            children[child.table] = source.select(
+                pl.col("_pid").alias(child.parent_key),
+                pl.col("_pline"),
+                *[e.alias(n) for n, e in child.columns.items()],
+            ).collect()
+        else:
+            children[child.table] = (
+                block.filter(pl.col("_type") == child.row_type)
+                .select(
+                    pl.col("_parent").alias(child.parent_key),
+                    pl.col("_line").alias("_pline"),
+                    *[e.alias(n) for n, e in child.columns.items()],
+                )
+                .collect()
+            )
+    return _Pieces(parents, deletes, present, children)
+
+
+def _all_within(values: pl.Series, ids: pl.Series) -> bool:
+    """Whether every value occurs in ``ids`` (cheaper than a semi-join when it is true)."""
+    return bool(values.is_in(ids).all())
+
+
+def _attribute_to_versions(children: pl.DataFrame, versions: pl.DataFrame, parent_key: str) -> pl.DataFrame:
+    """Replace each child line's ``_pline`` by the line of the parent version it belongs to.
+
+    A ``__parentId`` names the parent, not the version; bulk JSONL writes children after
+    their parent's line, so a child belongs to the nearest version above it (or, if a writer
+    put it first, the nearest below).
+    """
+    right = versions.rename({"id": parent_key, "_line": "_version"}).sort("_version")
+    left = children.sort("_pline")
+    before = left.join_asof(
+        right,
+        left_on="_pline",
+        right_on="_version",
+        by=parent_key,
+        strategy="backward",
+        check_sortedness=False,
+    )
+    after = left.join_asof(
+        right,
+        left_on="_pline",
+        right_on="_version",
+        by=parent_key,
+        strategy="forward",
+        check_sortedness=False,
+    )
+    return before.with_columns(pl.coalesce("_version", after["_version"]).alias("_pline")).drop("_version")
+
+
+def parse_batch(manifest: Manifest, path: Path, *, loaded_at: datetime) -> ParsedBatch:
+    """Read one landing batch into warehouse-shaped frames; raises ``ValueError`` naming the bad line."""
+    spec = SPECS[manifest.entity]
+    reconcile = manifest.mode == "reconcile"
+    pieces: list[_Pieces] = []
+    try:
+        for block in iter_decoded_blocks(path, LANDING[spec.entity]):
+            pieces.append(_flatten_block(spec, block, reconcile))
+        return _resolve(spec, pieces, manifest.shop, manifest.batch_id, loaded_at, reconcile)
+    except (pl.exceptions.PolarsError, pa.ArrowException, ValueError) as exc:
+        found = locate_bad_line(path, spec, reconcile)
+        line, problem = found if found else (None, str(exc).splitlines()[0])
+        raise MalformedBatch(manifest, path, line, problem) from None
+
+
+def _resolve(
+    spec: EntitySpec, pieces: list[_Pieces], shop: str, batch_id: str, loaded_at: datetime, reconcile: bool
+) -> ParsedBatch:
+    """Batch-wide: pick each parent's surviving version, its children, deletes and hashes."""
+    parent_schema = warehouse_schema(spec.table, parent=True)
+    present_ids = (
+        pl.concat([p.present for p in pieces], rechunk=False) if pieces else pl.Series("id", [], pl.Int64)
+    )
+    empty_children = {
+        c.table: pl.DataFrame(schema=warehouse_schema(c.table, parent=False)) for c in spec.children
+    }
+    if reconcile or not pieces:
+        return ParsedBatch(
+            pl.DataFrame(schema=parent_schema), empty_children, pl.Series("id", [], pl.Int64), present_ids
+        )
+    lineage = [
+        pl.lit(batch_id, pl.String).alias("_batch_id"),
+        pl.lit(loaded_at).cast(pl.Datetime("us", "UTC")).alias("_loaded_at"),
+        pl.lit(None, pl.Datetime("us", "UTC")).alias("_deleted_at"),
+    ]
+    parents = pl.concat([p.parents for p in pieces], rechunk=False)
+    # Every version's line, for attributing __parentId children when a parent repeats.
+    versions = parents.select("id", "_line") if parents["id"].n_unique() < parents.height else None
+    last_delete = (
+        pl.concat([p.deletes for p in pieces]).group_by("_num").agg(pl.col("_line").max().alias("_del_line"))
+    )
+    # (The common bulk case, each id once and no delete markers, skips the sorts and joins:
+    # they copy every row, which counts at millions.)
+    if versions is not None:
+        # Within a batch the latest version of a row wins: latest updated_at, then the later line.
+        parents = parents.sort(["updated_at", "_line"], nulls_last=False).unique("id", keep="last")
+    deleted_ids = pl.Series("id", [], pl.Int64)
+    if last_delete.height:
+        # A delete marker after the row's last version deletes it; a version after it revives it.
+        parents = parents.join(last_delete, left_on="id", right_on="_num", how="left")
+        deleted_ids = last_delete.join(
+            parents.select("id", "_line"), left_on="_num", right_on="id", how="left"
+        ).filter(pl.col("_line").is_null() | (pl.col("_del_line") > pl.col("_line")))["_num"]
+        parents = parents.filter(pl.col("_del_line").is_null() | (pl.col("_del_line") < pl.col("_line")))
+    parents = parents.with_columns(pl.lit(shop, pl.String).alias("shop"))
+
+    business = [c for c in WAREHOUSE[spec.table] if c not in ("shop", "id")]
+    hashes: list[pl.Expr] = [
+        _business_hash(business + [f"_ih_{c.inline}" for c in spec.children if c.inline]).alias("_h")
+    ]
+    children: dict[str, pl.DataFrame] = {}
+    for child in spec.children:
+        frame = pl.concat([p.children[child.table] for p in pieces], rechunk=False)
+        survivors = parents.select(pl.col("id").alias(child.parent_key), pl.col("_line").alias("_pline"))
+        if child.inline:
+            # Children of the surviving version of their parent only.
+            frame = frame.join(survivors, on=[child.parent_key, "_pline"], how="semi")
+        elif versions is not None:
+            frame = _attribute_to_versions(frame, versions, child.parent_key)
+            frame = frame.join(survivors, on=[child.parent_key, "_pline"], how="semi")
+        elif last_delete.height or not _all_within(frame[child.parent_key], parents["id"]):
+            # Only children of parents written by this batch (not of deleted or absent ones).
+            frame = frame.join(survivors.drop("_pline"), on=child.parent_key, how="semi")
+        keys = [child.parent_key, *child.key]
+        if child.key != ("id",) or frame["id"].n_unique() < frame.height:
+            frame = frame.unique(keys, keep="last", maintain_order=True)
+        frame = frame.drop("_pline")
+        child_business = [c for c in WAREHOUSE[child.table] if c != "shop"]
+        sums = frame.group_by(child.parent_key).agg(
+            _business_hash(child_business).sum().alias(f"_h_{child.table}")
+        )
+        # Joined onto the id column alone: joining the whole frame would copy every parent
+        # column once per child table.
+        child_hash = (
+            parents.select("id")
+            .join(sums, left_on="id", right_on=child.parent_key, how="left", maintain_order="left")
+            .get_column(f"_h_{child.table}")
+            .fill_null(0)
+        )
+        hashes.append(pl.lit(child_hash))
+        frame = frame.with_columns(pl.lit(shop, pl.String).alias("shop"), *lineage)
+        children[child.table] = _conform(frame, warehouse_schema(child.table, parent=False))
+    parents = parents.with_columns(
+        pl.struct(hashes).hash(_HASH_SEED).reinterpret(signed=True).alias(ROW_HASH), *lineage
+    )
+    return ParsedBatch(
+        parents=_conform(parents, parent_schema),
+        children=children,
+        deleted_ids=deleted_ids,
+        present_ids=present_ids,
+    )
+
+
+# ---- the warehouse side --------------------------------------------------------------------
+
+
+def _pipeline(warehouse: Path) -> dlt.Pipeline:
+    """The dlt pipeline writing ``warehouse``; its working folder sits beside the warehouse file."""
+    # dlt reports anonymous usage to its vendor unless told not to; a store's sync should
+    # not phone home. An explicit setting by the operator still wins.
+    os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+    # The staging copy of a load is only needed by its merge; emptying it afterwards keeps a
+    # million-row backfill from doubling the warehouse file.
+    dlt.config["load.truncate_staging_dataset"] = True
+    return dlt.pipeline(
+        pipeline_name=PIPELINE_NAME,
+        destination=dlt.destinations.duckdb(
+            DuckDbCredentials(
+                str(warehouse),
+                # Merges are INSERT ... SELECT of whole loads: without insertion order and
+                # with a cap DuckDB streams them instead of buffering (backfill peak RSS).
+                global_config={"memory_limit": "2GB", "preserve_insertion_order": False},
+            )
+        ),
+        dataset_name=DATASET,
+        pipelines_dir=str(warehouse.parent / f".{warehouse.name}.dlt"),
+    )
+
+
+def _existing_tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    rows = con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", [DATASET]
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def _classify(
+    con: duckdb.DuckDBPyConnection, spec: EntitySpec, parents: pl.DataFrame, shop: str
+) -> pl.DataFrame:
+    """Tag each incoming parent row new / updated / unchanged / stale against the warehouse."""
+    if spec.table in _existing_tables(con) and parents.height:
+        con.register("incoming", parents.select("id").to_arrow())
+        existing = con.sql(
+            f"""SELECT w.id, w.updated_at AS _w_updated, w.{ROW_HASH} AS _w_hash,
+                       w._deleted_at AS _w_deleted
+                FROM {DATASET}.{spec.table} w JOIN incoming i ON w.id = i.id
+                WHERE w.shop = $shop""",
+            params={"shop": shop},
+        ).to_arrow_table()
+        existing = pl.from_arrow(existing)
+        con.unregister("incoming")
+        # DuckDB hands timestamps back in its session zone; compare in UTC.
+        existing = existing.with_columns(pl.col("_w_updated").dt.convert_time_zone("UTC"))
+    else:
+        existing = pl.DataFrame(
+            schema={
+                "id": pl.Int64,
+                "_w_updated": pl.Datetime("us", "UTC"),
+                "_w_hash": pl.Int64,
+                "_w_deleted": pl.Datetime("us", "UTC"),
+            }
+        )
+    joined = parents.join(existing.with_columns(pl.lit(True).alias("_found")), on="id", how="left")
+    found = pl.col("_found").fill_null(False)
+    stale = found & (pl.col("_w_updated") > pl.col("updated_at")).fill_null(False)
+    unchanged = (
+        found & (pl.col("_w_hash") == pl.col(ROW_HASH)).fill_null(False) & pl.col("_w_deleted").is_null()
+    )
+    return joined.with_columns(
+        pl.when(~found)
+        .then(pl.lit("inserted"))
+        .when(stale)
+        .then(pl.lit("stale"))
+        .when(unchanged)
+        .then(pl.lit("unchanged"))
+        .otherwise(pl.lit("updated"))
+        .alias("_action")
+    )
+
+
+def _arrow(frame: pl.DataFrame, keys: Sequence[str]) -> pa.Table:
+    """``frame`` as Arrow with its key columns declared NOT NULL, as dlt declares merge keys."""
+    table = frame.to_arrow()
+    schema = pa.schema([f.with_nullable(False) if f.name in keys else f for f in table.schema])
+    return table.cast(schema)
+
+
+def _parent_resource(table: str, data: pa.Table) -> Any:
+    # Parents are de-duplicated in Polars, so dlt may skip its own dedup window.
+    return dlt.resource(
+        [data],
+        name=table,
+        table_name=table,
+        primary_key=("shop", "id"),
+        write_disposition={"disposition": "merge", "strategy": "delete-insert", "deduplicated": True},
+    )
+
+
+def _child_resource(child: ChildSpec, data: list[pa.Table]) -> Any:
+    """A child table replaced under the parents written in the same load.
+
+    dlt's ``merge_key`` would delete only the parents that still have children in the batch,
+    so a parent edited down to zero children would keep its old ones. Instead every written
+    parent contributes one key-only "scope" row (child key null): ``destination_scope``
+    deletes all warehouse children of the parents in the staged table, and ``source_filter``
+    keeps the scope rows out of the insert. Both read only this table's own staging copy, so
+    the result does not depend on the order dlt runs the tables' merge jobs in.
+    """
+    key = child.key[0]
+    return dlt.resource(
+        data,
+        name=child.table,
+        table_name=child.table,
+        write_disposition={
+            "disposition": "merge",
+            "strategy": "delete-insert",
+            "destination_scope": (
+                f"(shop, {child.parent_key}) IN (SELECT shop, {child.parent_key} FROM {{staging_table}})"
+            ),
+            "source_filter": f"{key} IS NOT NULL",
+        },
+    )
+
+
+def _apply_deletes(
+    con: duckdb.DuckDBPyConnection,
+    spec: EntitySpec,
+    shop: str,
+    loaded_at: datetime,
+    deleted_ids: pl.Series,
+    present_ids: pl.Series | None,
+) -> tuple[int, int]:
+    """Stamp / clear ``_deleted_at`` (parents, then their children); returns (deleted, undeleted).
+
+    Done in DuckDB SQL because dlt's merge can only replace or hard-delete rows, not stamp
+    rows that are absent from the load; it runs in one transaction after the dlt merge and
+    is idempotent, so a crash in between is repaired by loading the batch again.
+    """
+    tables = _existing_tables(con)
+    if spec.table not in tables:
+        return 0, 0
+    parent = f"{DATASET}.{spec.table}"
+    deleted = undeleted = 0
+    con.register("marked", pl.DataFrame({"id": deleted_ids.cast(pl.Int64)}).to_arrow())
+    if present_ids is not None:
+        con.register("present", pl.DataFrame({"id": present_ids.cast(pl.Int64)}).to_arrow())
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if len(deleted_ids):
+            deleted += con.execute(
+                f"UPDATE {parent} SET _deleted_at = ? WHERE shop = ? AND _deleted_at IS NULL"
+                " AND id IN (SELECT id FROM marked)",
+                [loaded_at, shop],
+            ).fetchone()[0]
+        if present_ids is not None:
+            deleted += con.execute(
+                f"UPDATE {parent} SET _deleted_at = ? WHERE shop = ? AND _deleted_at IS NULL"
+                " AND id NOT IN (SELECT id FROM present)",
+                [loaded_at, shop],
+            ).fetchone()[0]
+            undeleted += con.execute(
+                f"UPDATE {parent} SET _deleted_at = NULL WHERE shop = ? AND _deleted_at IS NOT NULL"
+                " AND id IN (SELECT id FROM present)",
+                [shop],
+            ).fetchone()[0]
+        if deleted or undeleted:
+            # Children follow their parent: stamped with it, cleared when it reappears.
+            for child in spec.children:
+                if child.table not in tables:
+                    continue
+                table = f"{DATASET}.{child.table}"
+                con.execute(
+                    f"UPDATE {table} c SET _deleted_at = p._deleted_at FROM {parent} p"
+                    f" WHERE c.shop = ? AND p.shop = c.shop AND p.id = c.{child.parent_key}"
+                    " AND c._deleted_at IS DISTINCT FROM p._deleted_at",
+                    [shop],
+                )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.unregister("marked")
+        if present_ids is not None:
+            con.unregister("present")
+    return deleted, undeleted
+
+
+def _load_batch(pipeline: dlt.Pipeline, manifest: Manifest, path: Path) -> LoadResult:
+    spec = SPECS[manifest.entity]
+    loaded_at = datetime.now(UTC)
+    parsed = parse_batch(manifest, path, loaded_at=loaded_at)
+    result = LoadResult(batches=[manifest.batch_id])
+
+    with pipeline.sql_client() as client:
+        plan = _classify(
+            client.native_connection, spec, parsed.parents.select("id", "updated_at", ROW_HASH), manifest.shop
+        )
+    counts = dict(plan.group_by("_action").len().iter_rows())
+    for action in ("inserted", "updated", "unchanged", "stale"):
+        setattr(result, action, counts.get(action, 0))
+
+    n_written = result.inserted + result.updated
+    if n_written:
+        # A first load writes every row: skip the filtering copies (they matter at millions).
+        everything = n_written == parsed.parents.height
+        parents = parsed.parents
+        if not everything:
+            written_ids = plan.filter(pl.col("_action").is_in(["inserted", "updated"])).select("id")
+            parents = parents.join(written_ids, on="id", how="semi")
+        resources = [_parent_resource(spec.table, _arrow(parents, ("shop", "id")))]
+        result.rows[spec.table] = parents.height
+        for child in spec.children:
+            rows = parsed.children[child.table]
+            if not everything:
+                rows = rows.join(
+                    parents.select(pl.col("id").alias(child.parent_key)), on=child.parent_key, how="semi"
+                )
+            result.rows[child.table] = rows.height
+            scope = _conform(
+                parents.select(pl.col("shop"), pl.col("id").alias(child.parent_key)),
+                warehouse_schema(child.table, parent=False),
+            )
+            resources.append(_child_resource(child, [rows.to_arrow(), scope.to_arrow()]))
+        parsed.children = {}  # the Arrow tables now hold the data; drop the frames early
+        pipeline.run(resources)
+
+    complete = manifest.complete or manifest.mode == "reconcile"
+    if len(parsed.deleted_ids) or complete:
+        with pipeline.sql_client() as client:
+            result.deleted, result.undeleted = _apply_deletes(
+                client.native_connection,
+                spec,
+                manifest.shop,
+                loaded_at,
+                parsed.deleted_ids,
+                parsed.present_ids if complete else None,
+            )
+    return result
+
+
+def _select_batches(
+    landing_root: Path, shop: str | None, entity: str | None, batch_ids: Sequence[str] | None
+) -> list[tuple[Manifest, Path]]:
+    if batch_ids is None:
+        return pending_batches(landing_root, shop, entity)
+    # Named batches are loaded even if already loaded: that is how a batch is re-loaded.
+    wanted = set(batch_ids)
+    chosen = [(m, p) for m, p in iter_batches(landing_root, shop, entity) if m.batch_id in wanted]
+    missing = wanted - {m.batch_id for m, _ in chosen}
+    if missing:
+        raise LoadError(
+            f"Landing batch(es) {', '.join(sorted(missing))} not found under {landing_root}"
+            + (f" for store {shop}" if shop else "")
+            + (f" and entity {entity}" if entity else "")
+            + "; check the batch ids (pending batches are listed by the landing sensor).",
+            batch_id=sorted(missing)[0],
+            line=None,
+            loaded=LoadResult(),
+        )
+    return chosen
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    # dlt wraps DuckDB's own words in a generic credentials hint; keep DuckDB's.
+    return text.split("The actual reason given is: ", 1)[-1]
+
+
+def load_pending(
+    warehouse: Path,
+    landing_root: Path,
+    *,
+    shop: str | None = None,
+    entity: str | None = None,
+    batch_ids: Sequence[str] | None = None,
+) -> LoadResult:
+    """Load pending landing batches (or exactly ``batch_ids``) into ``shopify.*``, oldest first.
+
+    Each batch is merged and committed, then marked loaded. On a bad batch this raises
+    :class:`LoadError` (the message names the batch and line); batches before it stay
+    loaded, it and every later batch stay pending. Engagement-feed batches are left for
+    their own loader and reported in ``skipped``.
+    """
+    started = time.perf_counter()
+    warehouse = Path(warehouse)
+    total = LoadResult()
+    batches = _select_batches(Path(landing_root), shop, entity, batch_ids)
+    todo: list[tuple[Manifest, Path]] = []
+    for manifest, path in batches:
+        # Extension point: engagement feed batches (shop "_engagement") get their own
+        # loader in another issue; unknown entities likewise wait for theirs.
+        if manifest.shop == ENGAGEMENT or manifest.entity not in SPECS:
+            total.skipped.append(manifest.batch_id)
+        else:
+            todo.append((manifest, path))
+    if not todo:
+        total.duration_s = time.perf_counter() - started
+        return total
+
+    warehouse.parent.mkdir(parents=True, exist_ok=True)
+    pipeline = _pipeline(warehouse)
+    if pipeline.has_pending_data:
+        # A previous run died mid-load: finish its package first so it cannot land later
+        # on top of newer data.
+        pipeline.normalize()
+        pipeline.load()
+    for manifest, path in todo:
+        batch_started = time.perf_counter()
+        try:
+            result = _load_batch(pipeline, manifest, path)
+        except MalformedBatch as exc:
+            total.duration_s = time.perf_counter() - started
+            raise LoadError(str(exc), batch_id=manifest.batch_id, line=exc.line, loaded=total) from None
+        except (DltException, duckdb.Error, OSError) as exc:
+            # E.g. the warehouse file is held open for writing by another process.
+            total.duration_s = time.perf_counter() - started
+            raise LoadError(
+                f"Loading landing batch {manifest.batch_id} into {warehouse} failed: {_root_cause(exc)}. "
+                "The batch stays pending and later batches were not loaded; fix the cause "
+                "(close other programs writing the warehouse) and run the load again.",
+                batch_id=manifest.batch_id,
+                line=None,
+                loaded=total,
+            ) from exc
+        result.duration_s = time.perf_counter() - batch_started
+        info = asdict(result)
+        info["loaded_at"] = datetime.now(UTC).isoformat()
+        mark_loaded(path, info)
+        log.info(
+            "loaded batch %s (%s/%s): %d new, %d updated, %d unchanged, %d stale, %d deleted",
+            manifest.batch_id,
+            manifest.shop,
+            manifest.entity,
+            result.inserted,
+            result.updated,
+            result.unchanged,
+            result.stale,
+            result.deleted,
+        )
+        total.add(result)
+    total.duration_s = time.perf_counter() - started
+    return total
+
+
+def warehouse_counts(warehouse: Path) -> dict[str, int]:
+    """Live rows (``_deleted_at`` is null) per ``shopify.*`` table; empty if nothing was loaded yet."""
+    warehouse = Path(warehouse)
+    if not warehouse.exists():
+        return {}
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        present = _existing_tables(con)
+        return {
+            table: con.execute(
+                f"SELECT count(*) FROM {DATASET}.{table} WHERE _deleted_at IS NULL"
+            ).fetchone()[0]
+            for table in WAREHOUSE
+            if table in present
+        }
+    finally:
+        con.close()
