@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo ui test lint format bench clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,12 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 demo: $(VENV)/.installed
 	$(BIN)/shopsync demo
+
+# The Dagster UI on the instance the demo wrote to (.dagster_home/), with the shopsync code location.
+ui: $(VENV)/.installed
+	mkdir -p .dagster_home
+	test -f .dagster_home/dagster.yaml || cp orchestration/dagster_home/dagster.yaml .dagster_home/dagster.yaml
+	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -w workspace.yaml
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest

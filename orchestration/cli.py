@@ -9,7 +9,12 @@ import click
 
 # name shown to the user -> module under orchestration.commands exposing ``command``
 COMMAND_MODULES: dict[str, str] = {
+    "engagement": "engagement",
+    "clv": "clv",
+    "demo": "demo",
     "devstore": "devstore",
+    "identity": "identity",
+    "stores": "stores",
 }
 
 

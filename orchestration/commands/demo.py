@@ -1,0 +1,193 @@
+"""``shopsync demo``: a local Shopify, synced end to end through Dagster, with a summary.
+
+It starts a devstore in a thread (generated shops whose customers overlap), registers the
+shops in a control database under the demo's data folder, adds them as store partitions
+of the persistent Dagster instance in ``.dagster_home/`` and runs the ``shopify_sync`` job
+for each, so ``dagster dev`` (``make ui``) shows the same runs afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+DEFAULT_DATA_DIR = Path("data/demo")
+_MARKER = ".shopsync-demo"
+UI_COMMAND = "make ui   (or: DAGSTER_HOME=$PWD/.dagster_home .venv/bin/dagster dev -w workspace.yaml)"
+# Dagster's console logger: warnings and errors only, so the summary stays readable.
+_QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _fresh_data_dir(data_dir: Path) -> None:
+    """Empty the demo's own folder (only ever one it created, recognised by its marker)."""
+    if data_dir.exists() and any(data_dir.iterdir()):
+        if not (data_dir / _MARKER).exists():
+            raise click.ClickException(
+                f"{data_dir} exists and was not created by the demo; choose another --data-dir or remove it."
+            )
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / _MARKER).write_text("created by `shopsync demo`; emptied on every demo run\n")
+
+
+def run_demo(stores: int, customers: int, seed: int, data_dir: Path) -> dict[str, Any]:
+    """Run the whole demo and return its summary (see ``--json``)."""
+    from devstore.server import create_world, start_in_thread
+    from orchestration.control import ControlSettings, StoreRegistry
+    from orchestration.defs.instance import local_instance
+    from orchestration.defs.shopify.checks import live_rows_by_shop
+    from orchestration.defs.shopify.definitions import build_shopify_defs
+    from orchestration.defs.shopify.partitions import add_store_partition
+    from orchestration.defs.shopify.resources import ShopifyStores, SyncPaths
+    from pipelines.loader import warehouse_counts
+
+    started = time.perf_counter()
+    data_dir = data_dir.resolve()
+    _fresh_data_dir(data_dir)
+    control_url = f"sqlite:///{data_dir / 'control.db'}"
+    registry = StoreRegistry(ControlSettings(data_dir=data_dir, control_url=control_url))
+    registry.ensure_project("demo", str(data_dir / "warehouse.duckdb"))
+    instance = local_instance()
+
+    world = create_world(stores=stores, customers=customers, seed=seed)
+    devstore = start_in_thread(world)
+    runs: list[dict[str, Any]] = []
+    try:
+        shops = devstore.shops
+        for shop in shops:
+            registry.connect_store(
+                shop["domain"],
+                access_token=shop["access_token"],
+                project="demo",
+                api_base_url=shop["base_url"],
+                scopes=shop["scopes"],
+            )
+            add_store_partition(instance, shop["domain"])
+        paths = SyncPaths.under(data_dir)
+        defs = build_shopify_defs(
+            ShopifyStores(data_dir=str(data_dir), control_url=control_url, bulk_poll_interval_s=0.1), paths
+        )
+        job = defs.resolve_job_def("shopify_sync")
+
+        def sync(shop: dict[str, Any]) -> dict[str, Any]:
+            run_started = time.perf_counter()
+            result = job.execute_in_process(
+                instance=instance,
+                partition_key=shop["domain"],
+                run_config=_QUIET,
+                tags={"shopsync/trigger": "demo"},
+                raise_on_error=False,
+            )
+            return {
+                "store": shop["domain"],
+                "run_id": result.run_id,
+                "success": result.success,
+                "seconds": round(time.perf_counter() - run_started, 2),
+            }
+
+        # One run per store, one after the other: execute_in_process is not safe to call
+        # from several threads (the daemon runs stores side by side in production).
+        runs = [sync(shop) for shop in shops]
+    finally:
+        devstore.stop()
+
+    warehouse = paths.warehouse_path
+    by_store = live_rows_by_shop(warehouse)
+    statuses = {
+        s.domain: {
+            e.entity: {"state": e.state.value, "error": e.last_error}
+            for e in registry.entity_statuses(s.domain)
+        }
+        for s in registry.list_stores()
+    }
+    registry.close()
+    return {
+        "warehouse": str(warehouse),
+        "tables": {f"shopify.{t}": n for t, n in warehouse_counts(warehouse).items()},
+        "stores": {
+            shop: {f"shopify.{t}": counts.get(shop, 0) for t, counts in sorted(by_store.items())}
+            for shop in sorted(statuses)
+        },
+        "entity_status": statuses,
+        "runs": runs,
+        "seconds": round(time.perf_counter() - started, 2),
+        "dagster_home": str(instance.root_directory),
+        "control_db": str(data_dir / "control.db"),
+        "ui": UI_COMMAND,
+    }
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    stores = sorted(summary["stores"])
+    tables = sorted(summary["tables"])
+    width = max([len(t) for t in tables] + [10])
+    click.echo("")
+    click.echo("Rows per table per store (live rows):")
+    click.echo(
+        "  "
+        + "table".ljust(width)
+        + "".join(s.removesuffix(".myshopify.com").rjust(18) for s in stores)
+        + "total".rjust(10)
+    )
+    for table in tables:
+        cells = "".join(str(summary["stores"][s].get(table, 0)).rjust(18) for s in stores)
+        click.echo("  " + table.ljust(width) + cells + str(summary["tables"][table]).rjust(10))
+    problems = [
+        f"  {store} {entity}: {info['state']} - {info['error']}"
+        for store, entities in summary["entity_status"].items()
+        for entity, info in entities.items()
+        if info["state"] != "Synced"
+    ]
+    if problems:
+        click.echo("")
+        click.echo("Entities not fully synced:")
+        for line in problems:
+            click.echo(line)
+    click.echo("")
+    for run in summary["runs"]:
+        outcome = "succeeded" if run["success"] else "FAILED"
+        click.echo(f"Dagster run {run['run_id']} for {run['store']} {outcome} in {run['seconds']} s")
+    click.echo(f"Time taken:   {summary['seconds']} s")
+    click.echo(f"Warehouse:    {summary['warehouse']}")
+    click.echo(f"Dagster home: {summary['dagster_home']}")
+    click.echo(f"Open the UI:  {summary['ui']}")
+
+
+@click.command(name="demo")
+@click.option("--stores", default=2, show_default=True, type=click.IntRange(1, 20), help="Generated shops.")
+@click.option(
+    "--customers",
+    default=500,
+    show_default=True,
+    type=click.IntRange(10, 100_000),
+    help="Customers per shop.",
+)
+@click.option("--seed", default=7, show_default=True, help="Generator seed (same seed, same shops).")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=DEFAULT_DATA_DIR,
+    show_default=True,
+    help="The demo's own folder (emptied on every run): control DB, landing zone, warehouse.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the summary.")
+def command(stores: int, customers: int, seed: int, data_dir: Path, as_json: bool) -> None:
+    """Start a local Shopify, sync it end to end through Dagster and print a summary."""
+    if not as_json:
+        click.echo(f"Starting a devstore with {stores} stores of ~{customers} customers and syncing them ...")
+    # Keep stdout for the summary: anything the libraries print goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        summary = run_demo(stores, customers, seed, data_dir)
+    if as_json:
+        click.echo(json.dumps(summary, indent=None, sort_keys=True))
+    else:
+        _print_summary(summary)
+    if not all(run["success"] for run in summary["runs"]):
+        raise SystemExit(1)

@@ -1,0 +1,116 @@
+"""Tables of the control plane: projects, stores and per-entity sync status.
+
+Portable SQL only (SQLite by default, PostgreSQL in production): enums are stored as
+strings with a CHECK, timestamps as timezone-aware values in UTC.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+from sqlalchemy import DateTime, Enum, ForeignKey, LargeBinary, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    """Now, in UTC (the only clock the control plane uses)."""
+    return datetime.now(UTC)
+
+
+class StoreStatus(enum.StrEnum):
+    """The status badge of a store."""
+
+    CONNECTED = "Connected"
+    DISCONNECTED = "Disconnected"
+    ERROR = "Error"
+    RECONNECT_REQUIRED = "Reconnect required"
+
+
+class EntityState(enum.StrEnum):
+    """The sync status of one entity of one store."""
+
+    PENDING = "Pending"
+    SYNCING = "Syncing"
+    SYNCED = "Synced"
+    FAILED = "Failed"
+
+
+class AuthKind(enum.StrEnum):
+    """How the store's credentials authenticate (more kinds come with the OAuth flows)."""
+
+    ACCESS_TOKEN = "access_token"
+    CLIENT_CREDENTIALS = "client_credentials"
+    OAUTH = "oauth"
+
+
+def _enum(kind: type[enum.StrEnum], name: str) -> Enum:
+    # Store the human value ("Reconnect required"), not the member name, so SQL readers see
+    # the product's words; non-native so SQLite and PostgreSQL behave the same.
+    return Enum(
+        kind,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=32,
+        values_callable=lambda members: [m.value for m in members],
+    )
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the control-plane tables."""
+
+
+class Project(Base):
+    """A workspace owning one warehouse; a store belongs to exactly one project."""
+
+    __tablename__ = "projects"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    warehouse_path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    stores: Mapped[list[Store]] = relationship(back_populates="project")
+
+
+class Store(Base):
+    """A connected Shopify store: where to reach it and how (credentials encrypted)."""
+
+    __tablename__ = "stores"
+
+    domain: Mapped[str] = mapped_column(String(100), primary_key=True)
+    project_name: Mapped[str] = mapped_column(ForeignKey("projects.name"), index=True)
+    # Set for the devstore or a proxy; None means https://<domain>.
+    api_base_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    auth_kind: Mapped[AuthKind] = mapped_column(_enum(AuthKind, "auth_kind"), default=AuthKind.ACCESS_TOKEN)
+    credentials: Mapped[bytes] = mapped_column(LargeBinary)
+    scopes: Mapped[str] = mapped_column(Text, default="")  # comma-separated, sorted
+    status: Mapped[StoreStatus] = mapped_column(
+        _enum(StoreStatus, "store_status"), default=StoreStatus.CONNECTED
+    )
+    status_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    connected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    project: Mapped[Project] = relationship(back_populates="stores")
+    entities: Mapped[list[EntityStatus]] = relationship(back_populates="store", cascade="all, delete-orphan")
+
+
+class EntityStatus(Base):
+    """Where one entity of one store stands: the Sync status row of the product."""
+
+    __tablename__ = "entity_status"
+
+    store_domain: Mapped[str] = mapped_column(
+        ForeignKey("stores.domain", ondelete="CASCADE"), primary_key=True
+    )
+    entity: Mapped[str] = mapped_column(String(40), primary_key=True)
+    state: Mapped[EntityState] = mapped_column(
+        _enum(EntityState, "entity_state"), default=EntityState.PENDING
+    )
+    last_bulk_sync_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_sync_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    store: Mapped[Store] = relationship(back_populates="entities")

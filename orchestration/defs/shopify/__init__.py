@@ -1,0 +1,1 @@
+"""Dagster definitions for the Shopify source: one folder owning its assets and schedules."""
