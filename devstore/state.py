@@ -179,6 +179,39 @@ class ShopState:
         """The Admin API global id of a record of ``table``."""
         return f"gid://shopify/{GID_TYPES.get(table, table)}/{record_id}"
 
+    def _defaults(self, table: str, now: datetime) -> Record:
+        """Values Shopify itself fills on create, so a sparse control-API record stays servable.
+
+        Every column of the table's model schema is present afterwards (null where Shopify
+        allows null); fields the Admin API declares non-null get Shopify's defaults.
+        """
+        from devstore import model
+
+        row: Record = dict.fromkeys(model.TABLES[table])
+        currency = self.info.get("currency_code") or "USD"
+        money = "0.00"
+        if table == "customers":
+            row.update(tags=[], state="ENABLED", verified_email=False, tax_exempt=False, locale="en")
+        elif table == "orders":
+            row.update(
+                test=False,
+                tags=[],
+                currency_code=currency,
+                presentment_currency_code=currency,
+                financial_status="PAID",
+                fulfillment_status="UNFULFILLED",
+                processed_at=now,
+                source_name="web",
+            )
+            for column in model.ORDERS:
+                if column.startswith(("subtotal_", "total_")):
+                    row[column] = money
+        elif table == "products":
+            row.update(tags=[], status="ACTIVE", product_type="", vendor=self.info.get("name") or "")
+        elif table == "abandoned_checkouts":
+            row.update(currency_code=currency, total_price=money)
+        return row
+
     def create_record(
         self,
         table: str,
@@ -192,8 +225,16 @@ class ShopState:
         now = at or self.clock.now()
         with self.lock:
             row = dict(record)
-            row.setdefault("id", self.next_id())
+            for column, default in self._defaults(table, now).items():
+                if row.get(column) is None:  # absent or explicitly null: Shopify fills it
+                    row[column] = default
+            if row.get("id") is None:
+                row["id"] = self.next_id()
             row["shop"] = self.domain
+            if table == "orders" and not row.get("name"):
+                row["name"] = f"#{1000 + len(self.records['orders']) + 1}"
+            if table in {"products", "collections"} and not row.get("handle"):
+                row["handle"] = str(row.get("title") or row["id"]).lower().replace(" ", "-")
             if row.get("created_at") is None and table != "collections":  # collections have no created_at
                 row["created_at"] = now
             row["updated_at"] = now
