@@ -167,7 +167,6 @@ class Slice:
     submitted_at: float | None = None  # wall clock, so it survives a restart
     attempts: int = 0
     file: str | None = None
-    partial_batches: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -181,6 +180,13 @@ class Plan:
     base_filter: str  # extra search terms every slice carries ("" = none)
     window_from: str | None
     slices: list[Slice]
+    # Partial data of failed jobs, kept aside: landed only for slices that finally give up,
+    # because a re-run slice's full data supersedes it (and a partial file's children may
+    # be cut short, which must not replace a parent's complete children in the warehouse).
+    partial_files: list[dict[str, Any]] = field(default_factory=list)
+    # Allocated when the export lands (not when it starts), so that it sorts after any
+    # partial batch; persisted before writing, so a crash re-lands under the same id.
+    landing_batch_id: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
@@ -418,20 +424,16 @@ class BulkExport:
                 timeout=self.settings.download_timeout_s,
             )
             if partial.stat().st_size:
-                # land what Shopify did export now; the re-run of the slice completes it
-                manifest = landing.write_batch(
-                    self.landing_root,
-                    self.shop,
-                    self.entity,
-                    "bulk",
-                    partial,
-                    complete=False,
-                    window_from=piece.start,
-                    window_to=piece.end or plan.started_at,
-                    extra={"partial": True, "job_id": job.id, "error_code": job.error_code},
+                plan.partial_files.append(
+                    {
+                        "path": str(partial),
+                        "start": piece.start,
+                        "end": piece.end or plan.started_at,
+                        "job_id": job.id,
+                        "error_code": job.error_code,
+                        "batch_id": landing.new_batch_id("bulk"),
+                    }
                 )
-                self.batches.append(manifest)
-                piece.partial_batches.append(manifest.batch_id)
             else:
                 partial.unlink(missing_ok=True)
         self._retry_slice(plan, piece, f"bulk job failed ({job.error_code or 'no error code'})", split=True)
@@ -467,9 +469,36 @@ class BulkExport:
             if piece.file:
                 Path(piece.file).unlink(missing_ok=True)
 
+    def _land_partials(self, plan: Plan) -> None:
+        """Land the partial data of ranges that gave up; drop the rest (their re-run covers it)."""
+        gave_up = [(s.start or "", s.end or plan.started_at) for s in plan.slices if s.status == "gave_up"]
+        for item in plan.partial_files:
+            path = Path(item["path"])
+            lo, hi = item["start"] or "", item["end"]
+            if any(lo < g_hi and g_lo < hi for g_lo, g_hi in gave_up):
+                manifest = landing.write_batch(
+                    self.landing_root,
+                    self.shop,
+                    self.entity,
+                    "bulk",
+                    path,
+                    complete=False,
+                    window_from=item["start"],
+                    window_to=item["end"],
+                    extra={"partial": True, "job_id": item["job_id"], "error_code": item["error_code"]},
+                    batch_id=item["batch_id"],
+                )
+                self.batches.append(manifest)
+            else:
+                path.unlink(missing_ok=True)
+
     def _land(self, plan: Plan, complete: bool) -> landing.Manifest:
+        self._land_partials(plan)
+        if plan.landing_batch_id is None:
+            plan.landing_batch_id = landing.new_batch_id("bulk" if plan.kind == "bulk" else "reconcile")
+            self.save_plan(plan)
         done = sorted((s for s in plan.slices if s.status == "done"), key=lambda s: s.key)
-        joined = self.work_dir / f"{plan.batch_id}.jsonl"
+        joined = self.work_dir / f"{plan.landing_batch_id}.jsonl"
         joined.parent.mkdir(parents=True, exist_ok=True)
         with open(joined, "wb") as out:
             for piece in done:
@@ -490,7 +519,7 @@ class BulkExport:
                 "slices": len(done),
                 "gave_up_slices": [f"{s.start}..{s.end}" for s in plan.slices if s.status == "gave_up"],
             },
-            batch_id=plan.batch_id,
+            batch_id=plan.landing_batch_id,
         )
         joined.unlink(missing_ok=True)  # only left when the batch already existed
         for piece in done:

@@ -313,7 +313,7 @@ def _seed_failing_first_then_succeeding(rate: float) -> int:
     raise AssertionError("no suitable seed")
 
 
-def test_failed_bulk_job_lands_partial_data_and_reruns_the_slice(
+def test_failed_bulk_job_reruns_the_slice_and_keeps_partial_data_only_if_it_gives_up(
     fresh_store: RunningDevstore, tmp_path: Path
 ) -> None:
     shop = _shop(fresh_store)
@@ -327,26 +327,40 @@ def test_failed_bulk_job_lands_partial_data_and_reruns_the_slice(
         )
         in (["fail_partial"] + [None] * 6,)
     )
-    _control(fresh_store, "PUT", "/faults", {"seed": seed, "bulk_fail_rate": 0.3})
-    try:
-        with _client(fresh_store) as client:
-            result = fetch_entity(
-                client,
-                shop=shop["domain"],
-                entity="orders",
-                landing_root=tmp_path,
-                state_dir=tmp_path / "s",
-                mode="bulk",
-                settings=FetchSettings(poll_interval_s=0.05, max_poll_interval_s=0.2, initial_slices=1),
-            )
-    finally:
-        _control(fresh_store, "DELETE", "/faults")
-    partial = [m for m in result.batches if m.extra.get("partial")]
+
+    def export(root: Path, **settings: Any) -> Any:
+        _control(fresh_store, "PUT", "/faults", {"seed": seed, "bulk_fail_rate": 0.3})
+        try:
+            with _client(fresh_store) as client:
+                return fetch_entity(
+                    client,
+                    shop=shop["domain"],
+                    entity="orders",
+                    landing_root=root,
+                    state_dir=root / "s",
+                    mode="bulk",
+                    settings=FetchSettings(
+                        poll_interval_s=0.05, max_poll_interval_s=0.2, initial_slices=1, **settings
+                    ),
+                )
+        finally:
+            _control(fresh_store, "DELETE", "/faults")
+
+    # The failed slice is halved and re-run; its partial data is superseded, so never landed
+    # (a partial file may cut a parent's children short).
+    result = export(tmp_path / "rerun")
     final = result.batches[-1]
-    assert len(partial) == 1 and not partial[0].complete and partial[0].rows > 0
-    assert final.complete and final.extra["slices"] == 2  # the failed slice was halved and re-run
+    assert [m for m in result.batches if m.extra.get("partial")] == []
+    assert final.complete and final.extra["slices"] == 2
     orders = fresh_store.world.shop(handle).records["orders"]  # type: ignore[union-attr]
-    assert set(_parents(_rows([final], tmp_path), "Order")) == set(orders)
+    assert set(_parents(_rows([final], tmp_path / "rerun"), "Order")) == set(orders)
+
+    # A slice that gives up keeps what Shopify exported, landed before (sorting before) the rest.
+    gave_up = export(tmp_path / "gave-up", max_slice_attempts=1)
+    partial = [m for m in gave_up.batches if m.extra.get("partial")]
+    assert len(partial) == 1 and not partial[0].complete and partial[0].rows > 0
+    assert not gave_up.batches[-1].complete
+    assert partial[0].batch_id < gave_up.batches[-1].batch_id
 
 
 def test_missing_scope_skips_the_entity_with_a_message(fresh_store: RunningDevstore, tmp_path: Path) -> None:
