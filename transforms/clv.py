@@ -163,6 +163,7 @@ def customer_summary(
             first_purchase="first_purchase",
             last_purchase="last_purchase",
         )
+        .sort("customer_id")
         .collect()
     )
 
@@ -190,6 +191,9 @@ def _bgnbd_data(frequency: np.ndarray, recency: np.ndarray, T: np.ndarray) -> _B
         pl.DataFrame({"x": frequency.astype(np.float64), "tx": recency, "T": T})
         .group_by("x", "tx", "T")
         .len()
+        # group_by's row order varies run to run; a fixed order keeps the float sums, and so
+        # the optimiser's path, identical for identical input
+        .sort("x", "tx", "T")
     )
     x = rows["x"].to_numpy()
     ux, x_inv = np.unique(x, return_inverse=True)
