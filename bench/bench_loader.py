@@ -13,9 +13,14 @@ peak RSS (goal < 3 GB for ours).
     .venv/bin/python bench/bench_loader.py            # 1,000,000 orders
     .venv/bin/python bench/bench_loader.py --quick    # 50,000 orders
 
-Measured 2026-11-22 on the shared 2-core CI box (other jobs running), 1M orders + 3M line
-items, 3.07 GB of JSONL: ours 26.4 s vs DuckDB 12.2 s (ratio 0.46), our peak RSS 3.39 GB
-(DuckDB 0.89 GB). About 60% of our time is JSON decoding (Arrow's reader); see the loader.
+Measured 2026-11-22 on the shared 2-core CI box, 1M orders + 3M line items, 3.07 GB of
+JSONL. Before issue 3's changes: ours 26.4 s vs DuckDB 12.2 s (ratio 0.46), peak RSS 3.39 GB.
+After (07:38 UTC, load average 1.8-2.1): ours 30.1 s vs DuckDB 12.7 s (ratio 0.42, goal
+NOT met), our peak RSS 2.58 GB (goal met; DuckDB 0.87 GB). The ratio moves by about ±0.1
+with the box's load (0.52 at load 5, 0.49 at load 4 with 16 MB blocks), so compare only
+runs made at the same time. Decoding with DuckDB's ``read_json`` (explicit ``columns``)
+instead of Arrow's reader was measured 1.7x faster on the decode alone but raised our peak
+to 5 GB (the decoded blocks stayed resident), so it is not used yet.
 """
 
 from __future__ import annotations

@@ -252,6 +252,21 @@ def test_reconcile_marks_deletes_and_reappearing_row_clears_them(paths: tuple[Pa
     ) == [(0,)]
 
 
+def test_incomplete_reconcile_batch_marks_no_deletes(paths: tuple[Path, Path]) -> None:
+    warehouse, root = paths
+    land(root, "orders", [order(1), line_item(11, 1), order(2), line_item(21, 2)])
+    load_pending(warehouse, root)
+    # A reconciliation cut short (complete=False) lists only some ids: absence proves nothing.
+    land(root, "orders", [{"id": "gid://shopify/Order/1"}], mode="reconcile", complete=False)
+    result = load_pending(warehouse, root)
+    assert (result.deleted, result.undeleted) == (0, 0)
+    assert [warehouse_counts(warehouse)[t] for t in ("orders", "order_line_items")] == [2, 2]
+    # The same list, declared complete, does stamp the absent order and its line items.
+    land(root, "orders", [{"id": "gid://shopify/Order/1"}], mode="reconcile", complete=True)
+    assert load_pending(warehouse, root).deleted == 1
+    assert [warehouse_counts(warehouse)[t] for t in ("orders", "order_line_items")] == [1, 1]
+
+
 def test_complete_bulk_export_marks_absent_rows_and_webhook_delete_marker(paths: tuple[Path, Path]) -> None:
     warehouse, root = paths
     land(root, "customers", [customer(1), customer(2), customer(3)])
