@@ -1,0 +1,1 @@
+"""Customer intelligence: identity, value metrics, consent, golden contacts and the analyst snapshot."""

@@ -1,0 +1,230 @@
+"""The intelligence assets over a warehouse built by the real pipeline (devstore → sync → DuckDB)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+import polars as pl
+import pytest
+
+from orchestration.defs.intelligence import checks
+from orchestration.defs.intelligence.assets import core_key
+from orchestration.defs.intelligence.schedules import as_of_run_config, nightly_request
+from pipelines.engagement import import_file
+
+CORE_ASSETS = {
+    "contact_identities",
+    "identity_events",
+    "identity_review",
+    "identity_outcomes",
+    "customer_metrics",
+    "contact_metrics",
+    "consent",
+    "contact_consent",
+    "consent_audit",
+    "contacts",
+}
+
+
+def _rows(path: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def _frame(path: Path, sql: str) -> pl.DataFrame:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.sql(sql).pl()
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+def test_assets_materialise_with_outcomes_and_every_check_passes(intel: Any) -> None:
+    result = intel.refresh()
+    keys = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert {core_key(n) for n in CORE_ASSETS} <= keys
+    assert dg.AssetKey(["analyst", "snapshot"]) in keys
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == len(checks.intelligence_checks)
+    assert all(e.passed for e in evaluations), [
+        (e.check_name, e.metadata) for e in evaluations if not e.passed
+    ]
+
+    wh = intel.paths.warehouse_path
+    customers = _rows(wh, "SELECT count(*) FROM shopify.customers WHERE _deleted_at IS NULL")[0][0]
+    guests = _rows(
+        wh, "SELECT count(*) FROM shopify.orders WHERE customer_id IS NULL AND _deleted_at IS NULL"
+    )[0][0]
+    identities = _rows(
+        wh, "SELECT count(*) FILTER (WHERE record_type = 'customer'), count(*) FROM core.contact_identities"
+    )[0]
+    assert identities[0] == customers and identities[1] >= customers + guests
+    contacts = _rows(wh, "SELECT count(*), count(DISTINCT contact_id) FROM core.contacts")[0]
+    assert (
+        contacts[0]
+        == contacts[1]
+        == _rows(wh, "SELECT count(DISTINCT contact_id) FROM core.contact_identities")[0][0]
+    )
+    # two stores with overlapping customers: some people are in both
+    assert _rows(wh, "SELECT count(*) FROM core.contacts WHERE len(shops) > 1")[0][0] > 0
+
+    outcomes = _frame(wh, "SELECT * FROM core.identity_outcomes")
+    assert outcomes.height == 1 and outcomes["records"][0] == identities[1]
+    meta = result.asset_materializations_for_node("core__identity")
+    by_key = {m.asset_key: m.metadata for m in meta}
+    assert by_key[core_key("identity_outcomes")]["outcome.contacts"].value == contacts[0]
+
+    metrics = _frame(wh, "SELECT * FROM core.contact_metrics")
+    assert metrics.height == contacts[0]
+    assert metrics.filter(pl.col("order_count") > 0)["segment"].is_in(["prospect"]).sum() == 0
+    assert (metrics["clv_12m"].drop_nulls() >= 0).all()
+    per_customer = _rows(wh, "SELECT count(*) FROM core.customer_metrics")[0][0]
+    assert 0 < per_customer <= customers
+    audit = _rows(wh, "SELECT count(*) FROM core.consent_audit")[0][0]
+    assert audit == _rows(wh, "SELECT count(*) FROM core.consent")[0][0]
+
+
+@pytest.mark.slow
+def test_contact_ids_are_stable_across_runs(intel: Any) -> None:
+    intel.refresh()
+    wh = intel.paths.warehouse_path
+    first = _frame(
+        wh, "SELECT shop, record_type, record_id, contact_id FROM core.contact_identities ORDER BY ALL"
+    )
+    second_run = intel.refresh()
+    second = _frame(
+        wh, "SELECT shop, record_type, record_id, contact_id FROM core.contact_identities ORDER BY ALL"
+    )
+    assert first.equals(second)
+    outcomes = _frame(wh, "SELECT run_number, new_contacts FROM core.identity_outcomes ORDER BY run_number")
+    assert outcomes["run_number"].to_list() == [1, 2]
+    assert outcomes["new_contacts"].to_list()[1] == 0
+    assert all(e.passed for e in second_run.get_asset_check_evaluations())
+    previous = _frame(wh, "SELECT * FROM core.contact_identities_previous ORDER BY ALL")
+    assert previous.equals(first)
+    # nothing changed: the second run audits no consent change
+    assert _rows(wh, "SELECT count(DISTINCT recorded_at) FROM core.consent_audit")[0][0] == 1
+
+
+@pytest.mark.slow
+def test_checks_fail_on_corrupted_data(intel: Any) -> None:
+    intel.refresh()
+    intel.refresh()
+    wh = intel.paths.warehouse_path
+    con = duckdb.connect(str(wh))
+    try:
+        victim = con.execute(
+            "SELECT contact_id FROM core.contact_identities ORDER BY contact_id LIMIT 1"
+        ).fetchone()[0]
+        # an id vanishes without a merge event; a record gets two contacts; scores and CLV go bad
+        con.execute(
+            "UPDATE core.contact_identities SET contact_id = 'ct_intruder' WHERE contact_id = ?", [victim]
+        )
+        con.execute(
+            "INSERT INTO core.contact_identities SELECT shop, record_type, record_id, 'ct_other', rule, score "
+            "FROM core.contact_identities LIMIT 1"
+        )
+        con.execute("INSERT INTO core.contacts SELECT * FROM core.contacts LIMIT 1")
+        con.execute(
+            "UPDATE core.contact_metrics SET r_score = 7 WHERE contact_id IN (SELECT contact_id FROM core.contact_metrics WHERE r_score IS NOT NULL LIMIT 1)"
+        )
+        con.execute(
+            "UPDATE core.contact_metrics SET clv_12m = -5 WHERE contact_id IN (SELECT contact_id FROM core.contact_metrics LIMIT 1)"
+        )
+        # a newer unsubscribe the resolved state ignores
+        con.execute(
+            "UPDATE core.consent SET state = 'SUBSCRIBED', updated_at = TIMESTAMPTZ '2020-01-01 00:00:00+00' WHERE rowid = (SELECT min(rowid) FROM core.consent)"
+        )
+        con.execute(
+            "INSERT INTO core.consent_observations SELECT shop, customer_id, channel, 'UNSUBSCRIBED', NULL, "
+            "TIMESTAMPTZ '2021-01-01 00:00:00+00', 'engagement', 'test' FROM core.consent WHERE rowid = (SELECT min(rowid) FROM core.consent)"
+        )
+    finally:
+        con.close()
+    for check in checks.intelligence_checks:
+        outcome = check(paths=intel.paths)
+        assert not outcome.passed, check.check_key.name
+        assert outcome.metadata["failures"].value >= 1
+
+
+def test_check_rules_on_frames() -> None:
+    previous = pl.DataFrame({"contact_id": ["a", "b", "c"]})
+    current = pl.DataFrame({"contact_id": ["a", "d"]})
+    events = pl.DataFrame(
+        {
+            "event_type": ["merge"],
+            "contact_id": ["a"],
+            "related_contact_ids": [["a", "b"]],
+            "records": [["x"]],
+        }
+    )
+    assert checks.lost_contact_ids(previous, current, events) == ["c"]
+    ids = pl.DataFrame(
+        {
+            "shop": ["s", "s", "s"],
+            "record_type": ["customer"] * 3,
+            "record_id": ["1", "1", "2"],
+            "contact_id": ["a", "b", "a"],
+        }
+    )
+    assert checks.records_in_several_contacts(ids) == 1
+    scores = pl.DataFrame({"r_score": [1, None, 5], "f_score": [5, None, 0], "m_score": [3, None, 2]})
+    assert checks.rfm_scores_out_of_range(scores) == 1
+    assert checks.negative_clv(pl.DataFrame({"clv_12m": [1.0, None, -0.1], "clv_tier": ["a", "b", "c"]})) == 1
+
+
+@pytest.mark.slow
+def test_engagement_stop_unsubscribes_and_is_loaded_once(intel: Any, tmp_path: Path) -> None:
+    intel.refresh()
+    wh = intel.paths.warehouse_path
+    shop, customer_id, email = _rows(
+        wh,
+        "SELECT k.shop, k.customer_id, c.email FROM core.consent k JOIN shopify.customers c "
+        "ON c.shop = k.shop AND c.id = k.customer_id "
+        "WHERE k.channel = 'email' AND k.state = 'SUBSCRIBED' AND c.email IS NOT NULL ORDER BY ALL LIMIT 1",
+    )[0]
+    feed = tmp_path / "feed.jsonl"
+    event = {
+        "event_id": "evt-unsub-1",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "type": "email_unsubscribe",
+        "email": f"  {email.upper()} ",
+        "shop": shop,
+    }
+    feed.write_text(json.dumps(event) + "\n")
+    import_file(feed, intel.paths.landing_path)
+    import_file(feed, intel.paths.landing_path)  # the same event sent twice
+    intel.refresh()
+    assert _rows(wh, "SELECT count(*) FROM engagement.events")[0][0] == 1
+    state = _rows(
+        wh,
+        "SELECT state, source FROM core.consent WHERE shop = ? AND customer_id = ? AND channel = 'email'",
+        [shop, customer_id],
+    )
+    assert state == [("UNSUBSCRIBED", "engagement")]
+    audit = _rows(
+        wh,
+        "SELECT previous_state, state FROM core.consent_audit WHERE shop = ? AND customer_id = ? AND channel = 'email' "
+        "ORDER BY recorded_at DESC LIMIT 1",
+        [shop, customer_id],
+    )
+    assert audit == [("SUBSCRIBED", "UNSUBSCRIBED")]
+
+
+@pytest.mark.slow
+def test_nightly_schedule_passes_the_tick_date_as_of(intel: Any) -> None:
+    request = nightly_request(datetime(2026, 11, 20, 4, 0, tzinfo=UTC))
+    assert request.run_key == "intelligence:2026-11-20"
+    assert request.run_config == as_of_run_config("2026-11-20")
+    intel.refresh(request.run_config)
+    as_of = _rows(intel.paths.warehouse_path, "SELECT DISTINCT as_of FROM core.contact_metrics")
+    assert [r[0].astimezone(UTC) for r in as_of] == [datetime(2026, 11, 20, tzinfo=UTC)]
