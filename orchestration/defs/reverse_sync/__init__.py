@@ -1,0 +1,1 @@
+"""Reverse sync: push consent, engagement metafields and profile fill back to Shopify."""

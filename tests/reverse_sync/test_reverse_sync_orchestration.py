@@ -1,0 +1,219 @@
+"""Reverse sync wiring: retries and dead letters, the Dagster assets and sensor, the CLI, toggles in the registry."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from ops_support import Store
+
+from orchestration.cli import cli
+from orchestration.control import ControlSettings, StoreRegistry, StoreStatus
+from orchestration.defs.reverse_sync.definitions import build_reverse_sync_defs, consent_push_sensor
+from orchestration.defs.shopify.definitions import build_shopify_defs
+from orchestration.defs.shopify.partitions import STORES_PARTITION
+from orchestration.defs.shopify.resources import ShopifyStores, SyncPaths
+from pipelines import sync_log
+from transforms.reverse_sync import plan_push
+
+SHOP = "s.myshopify.com"
+
+
+def _outcome(cid: int, outcome: str, error: str | None = None, payload_hash: str = "h1") -> dict:
+    return {
+        "shop": SHOP,
+        "customer_id": cid,
+        "kind": "email_consent",
+        "key": "",
+        "operation": "customerEmailMarketingConsentUpdate",
+        "outcome": outcome,
+        "error": error,
+        "payload": '{"state":"UNSUBSCRIBED"}',
+        "payload_hash": payload_hash,
+    }
+
+
+def test_failures_back_off_then_dead_letter_then_replay(tmp_path: Path) -> None:
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    consent = pl.DataFrame(
+        {
+            "shop": [SHOP],
+            "customer_id": [1],
+            "channel": ["email"],
+            "state": ["UNSUBSCRIBED"],
+            "updated_at": [t0],
+            "source": ["engagement"],
+        }
+    )
+    customers = pl.DataFrame({"shop": [SHOP], "customer_id": [1], "email": ["a@x.io"]})
+
+    def plan(at: datetime) -> pl.DataFrame:
+        return plan_push(
+            toggles={SHOP: {"email_consent"}},
+            as_of=at,
+            pushed_state=sync_log.read_pushed_state(con),
+            dead_letters=sync_log.read_dead_letters(con),
+            consent=consent,
+            customers=customers,
+        )[0]
+
+    at = t0
+    for attempt in range(1, 4):
+        planned = plan(at)
+        assert planned.height == 1
+        failed = _outcome(1, "failed", "boom", planned["payload_hash"][0])
+        sync_log.record(con, pl.DataFrame([failed]), run_id=f"r{attempt}", at=at, max_attempts=3)
+        if attempt < 3:
+            # waiting for its backoff: not planned yet, then planned again with a retry reason
+            assert plan(at + timedelta(seconds=1)).is_empty()
+            at = at + sync_log.backoff(attempt)
+            assert plan(at)["reason"][0].startswith(f"retry {attempt + 1}")
+    dead = sync_log.read_dead_letters(con)
+    assert dead.height == 1 and plan(at + timedelta(days=1)).is_empty()
+    assert sync_log.replay_dead_letters(con, SHOP, at=at) == 1
+    replanned = plan(at)
+    assert replanned.height == 1
+    written = _outcome(1, "written", payload_hash=replanned["payload_hash"][0])
+    sync_log.record(con, pl.DataFrame([written]), run_id="r9", at=at)
+    assert plan(at).is_empty()
+    log = sync_log.push_log(con)
+    assert log["outcome"].to_list() == ["failed", "failed", "failed", "written"]
+
+
+def _setup(tmp_path: Path, store: Store) -> tuple[StoreRegistry, SyncPaths, ShopifyStores, str]:
+    registry = StoreRegistry(ControlSettings(data_dir=tmp_path))
+    domain = store.shop.domain
+    registry.connect_store(
+        domain, access_token=store.token, api_base_url=f"{store.url}/shops/{store.shop.handle}"
+    )
+    paths = SyncPaths.under(tmp_path)
+    at = store.shop.clock.now().astimezone(UTC) - timedelta(hours=1)
+    with store.shop.lock:
+        rows = [
+            {"shop": domain, "id": c["id"], "email": c.get("email"), "phone": c.get("phone")}
+            for c in store.shop.records["customers"].values()
+        ]
+    customers = pl.DataFrame(rows)
+    ids = customers.filter(pl.col("email").is_not_null())["id"].head(3).to_list()
+    consent = pl.DataFrame(
+        {
+            "shop": domain,
+            "customer_id": ids,
+            "channel": "email",
+            "state": "UNSUBSCRIBED",
+            "opt_in_level": "SINGLE_OPT_IN",
+            "updated_at": at,
+            "source": "engagement",
+            "source_ref": [f"evt-{i}" for i in ids],
+            "consented": False,
+        }
+    )
+    audit = consent.select(
+        "shop",
+        "customer_id",
+        "channel",
+        "state",
+        "updated_at",
+        "source",
+        "source_ref",
+        pl.lit(at).alias("recorded_at"),
+    )
+    con = duckdb.connect(str(paths.warehouse_path))
+    con.execute("CREATE SCHEMA shopify; CREATE SCHEMA core")
+    for name, frame in (
+        ("shopify.customers", customers),
+        ("core.consent", consent),
+        ("core.consent_audit", audit),
+    ):
+        con.register("_f", frame.to_arrow())
+        con.execute(f"CREATE TABLE {name} AS SELECT * FROM _f")
+        con.unregister("_f")
+    con.close()
+    return registry, paths, ShopifyStores(data_dir=str(tmp_path)), domain
+
+
+def _consent_writes(store: Store) -> list[dict]:
+    entries = store.control("GET", f"/shops/{store.shop.handle}/write_log").json()
+    return [e for e in entries if e["operation"] == "customerEmailMarketingConsentUpdate"]
+
+
+@pytest.mark.slow  # a real in-process Dagster run (~10 s)
+def test_sensor_and_consent_job_push_and_record(tmp_path: Path, store: Store) -> None:
+    registry, paths, stores, domain = _setup(tmp_path, store)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(STORES_PARTITION, [domain])
+        resources = {"paths": paths, "stores": stores}
+
+        def tick(cursor: str | None = None) -> dg.SensorResult | dg.SkipReason:
+            with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+                return consent_push_sensor(context)
+
+        # toggle off: the sensor asks for nothing
+        assert isinstance(tick(), dg.SkipReason)
+        registry.set_outbound_toggles(domain, {"email_consent": True})
+        result = tick()
+        assert isinstance(result, dg.SensorResult)
+        assert [r.partition_key for r in result.run_requests] == [domain]
+        assert result.run_requests[0].run_key.startswith("consent-")
+        assert isinstance(tick(result.cursor), dg.SkipReason)
+
+        defs = dg.Definitions.merge(
+            build_shopify_defs(stores=stores, paths=paths), build_reverse_sync_defs(paths)
+        )
+        job = defs.resolve_job_def("reverse_sync_consent")
+        run = job.execute_in_process(partition_key=domain, instance=instance)
+        assert run.success
+        checks = [
+            e.asset_check_evaluation_data
+            for e in run.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        ]
+        assert [c.passed for c in checks] == [True]
+        assert len(_consent_writes(store)) == 3
+        con = duckdb.connect(str(paths.warehouse_path), read_only=True)
+        assert (
+            con.execute("SELECT count(*) FROM sync.push_log WHERE outcome = 'written'").fetchall()[0][0] == 6
+        )  # 3 consent + 3 origin
+        con.close()
+
+
+def test_missing_scope_marks_reconnect_required_and_sends_nothing(tmp_path: Path, store: Store) -> None:
+    registry, paths, _stores, domain = _setup(tmp_path, store)
+    registry.set_outbound_toggles(domain, {"email_consent": True})
+    store.control("POST", f"/shops/{store.shop.handle}/scopes/remove", {"scope": "write_customers"})
+    result = CliRunner().invoke(
+        cli, ["push", "run", domain, "--data-dir", str(tmp_path), "--warehouse", str(paths.warehouse_path)]
+    )
+    assert result.exit_code == 1
+    assert "Reconnect" in result.output and "Traceback" not in result.output
+    assert registry.get_store(domain).status is StoreStatus.RECONNECT_REQUIRED
+    assert _consent_writes(store) == []
+
+
+def test_cli_settings_plan_and_retry_dead(tmp_path: Path, store: Store) -> None:
+    registry, paths, _stores, domain = _setup(tmp_path, store)
+    runner = CliRunner()
+    base = ["--data-dir", str(tmp_path)]
+    out = runner.invoke(cli, ["stores", "settings", domain, *base])
+    assert out.exit_code == 0 and out.output.count("off") == 4
+    out = runner.invoke(cli, ["push", "plan", domain, *base, "--warehouse", str(paths.warehouse_path)])
+    assert "toggles are off" in out.output
+    out = runner.invoke(cli, ["stores", "settings", domain, *base, "--push-email-consent", "on"])
+    assert out.exit_code == 0 and registry.outbound_toggles(domain) == {"email_consent"}
+    out = runner.invoke(cli, ["push", "plan", domain, *base, "--warehouse", str(paths.warehouse_path)])
+    assert out.exit_code == 0, out.output
+    assert "email_consent" in out.output and "3" in out.output
+    assert _consent_writes(store) == []  # plan sends nothing
+    out = runner.invoke(cli, ["push", "run", domain, *base, "--warehouse", str(paths.warehouse_path)])
+    assert out.exit_code == 0, out.output
+    assert len(_consent_writes(store)) == 3
+    out = runner.invoke(cli, ["push", "retry-dead", domain, *base, "--warehouse", str(paths.warehouse_path)])
+    assert out.exit_code == 0 and out.output.startswith("0 dead-lettered")
+    assert json.loads(json.dumps(sorted(registry.outbound_toggles(domain)))) == ["email_consent"]
