@@ -14,7 +14,11 @@ COMMAND_MODULES: dict[str, str] = {
     "demo": "demo",
     "devstore": "devstore",
     "identity": "identity",
+    "query": "query",
+    "status": "status",
+    "push": "push",
     "stores": "stores",
+    "webhooks": "webhooks",
 }
 
 

@@ -21,6 +21,14 @@ import click
 DEFAULT_DATA_DIR = Path("data/demo")
 _MARKER = ".shopsync-demo"
 UI_COMMAND = "make ui   (or: DAGSTER_HOME=$PWD/.dagster_home .venv/bin/dagster dev -w workspace.yaml)"
+# The fetch reads customer metafields in shopsync's own namespace only (the ones reverse
+# sync writes); the devstore's merchant metafields live in ``custom``, so a fresh demo
+# store has none to sync and the count of 0 is expected.
+METAFIELDS_NOTE = (
+    'shopify.customer_metafields holds only metafields in shopsync\'s own namespace "shopsync" '
+    "(written by reverse sync, which the demo does not run); the stores' merchant metafields "
+    '(namespace "custom") are not synced by design, so 0 is expected here.'
+)
 # Dagster's console logger: warnings and errors only, so the summary stays readable.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -47,6 +55,7 @@ def run_demo(stores: int, customers: int, seed: int, data_dir: Path) -> dict[str
     from orchestration.defs.shopify.partitions import add_store_partition
     from orchestration.defs.shopify.resources import ShopifyStores, SyncPaths
     from pipelines.loader import warehouse_counts
+    from pipelines.warehouse_io import table_counts
 
     started = time.perf_counter()
     data_dir = data_dir.resolve()
@@ -97,6 +106,8 @@ def run_demo(stores: int, customers: int, seed: int, data_dir: Path) -> dict[str
         runs = [sync(shop) for shop in shops]
     finally:
         devstore.stop()
+    if all(run["success"] for run in runs):
+        runs.append(_refresh_intelligence(instance, paths))
 
     warehouse = paths.warehouse_path
     by_store = live_rows_by_shop(warehouse)
@@ -108,9 +119,15 @@ def run_demo(stores: int, customers: int, seed: int, data_dir: Path) -> dict[str
         for s in registry.list_stores()
     }
     registry.close()
+    tables = {f"shopify.{t}": n for t, n in warehouse_counts(warehouse).items()}
+    notes: list[str] = []
+    if not tables.get("shopify.customer_metafields"):
+        notes.append(METAFIELDS_NOTE)
     return {
         "warehouse": str(warehouse),
-        "tables": {f"shopify.{t}": n for t, n in warehouse_counts(warehouse).items()},
+        "tables": {**tables, **table_counts(warehouse, "core")},
+        **_intelligence_summary(warehouse),
+        "notes": notes,
         "stores": {
             shop: {f"shopify.{t}": counts.get(shop, 0) for t, counts in sorted(by_store.items())}
             for shop in sorted(statuses)
@@ -122,6 +139,86 @@ def run_demo(stores: int, customers: int, seed: int, data_dir: Path) -> dict[str
         "control_db": str(data_dir / "control.db"),
         "ui": UI_COMMAND,
     }
+
+
+def _refresh_intelligence(instance: Any, paths: Any) -> dict[str, Any]:
+    """Materialise identity, metrics, consent, contacts and the analyst snapshot on the same instance."""
+    from orchestration.defs.intelligence.definitions import build_intelligence_defs
+
+    started = time.perf_counter()
+    job = build_intelligence_defs(paths).resolve_job_def("intelligence_refresh")
+    result = job.execute_in_process(
+        instance=instance, run_config=_QUIET, tags={"shopsync/trigger": "demo"}, raise_on_error=False
+    )
+    return {
+        "store": "all stores (intelligence)",
+        "run_id": result.run_id,
+        "success": result.success,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def _intelligence_summary(warehouse: Path) -> dict[str, Any]:
+    """Identity outcomes, the RFM distribution, the top 5 contacts by CLV and the snapshot path."""
+    from pipelines.warehouse_io import connect, table_exists
+
+    snapshot = warehouse.parent / "snapshot" / "analyst.duckdb"
+    out: dict[str, Any] = {
+        "snapshot": str(snapshot) if snapshot.exists() else None,
+        "identity": {},
+        "rfm": {},
+        "top_clv": [],
+    }
+    if not warehouse.exists():
+        return out
+    con = connect(warehouse, read_only=True)
+    try:
+        if table_exists(con, "core.identity_outcomes"):
+            frame = con.sql("SELECT * FROM core.identity_outcomes ORDER BY run_number DESC LIMIT 1").pl()
+            out["identity"] = {
+                k: v
+                for k, v in frame.row(0, named=True).items()
+                if k not in {"run_id", "as_of", "run_number"}
+            }
+        if table_exists(con, "core.contact_metrics"):
+            out["rfm"] = dict(
+                con.execute(
+                    "SELECT segment, count(*) FROM core.contact_metrics GROUP BY segment ORDER BY 2 DESC, 1"
+                ).fetchall()
+            )
+        if table_exists(con, "core.contacts"):
+            rows = con.execute(
+                "SELECT m.contact_id, trim(coalesce(c.first_name, '') || ' ' || coalesce(c.last_name, '')), "
+                "c.email, m.order_count, CAST(m.total_spent AS DOUBLE), round(m.clv_12m, 2), m.segment "
+                "FROM core.contact_metrics m JOIN core.contacts c USING (contact_id) "
+                "WHERE m.clv_12m IS NOT NULL ORDER BY m.clv_12m DESC, m.contact_id LIMIT 5"
+            ).fetchall()
+            keys = ("contact_id", "name", "email", "orders", "total_spent", "clv_12m", "segment")
+            out["top_clv"] = [dict(zip(keys, r, strict=True)) for r in rows]
+    finally:
+        con.close()
+    return out
+
+
+def _print_intelligence(summary: dict[str, Any]) -> None:
+    identity = summary.get("identity") or {}
+    if identity:
+        click.echo("")
+        click.echo("Identity resolution:")
+        click.echo("  " + "  ".join(f"{k}={v}" for k, v in identity.items()))
+    if summary.get("rfm"):
+        click.echo("")
+        click.echo("RFM segments (contacts):")
+        for segment, n in summary["rfm"].items():
+            click.echo(f"  {str(segment).ljust(20)}{str(n).rjust(8)}")
+    if summary.get("top_clv"):
+        click.echo("")
+        click.echo("Top 5 contacts by predicted 12-month CLV (reporting currency):")
+        for row in summary["top_clv"]:
+            click.echo(
+                f"  {row['contact_id']}  {(row['name'] or '-')[:24].ljust(24)} {str(row['orders']).rjust(4)} orders"
+                f"  spent {row['total_spent']:>10.2f}  CLV {row['clv_12m']:>10.2f}  {row['segment']}"
+            )
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -137,7 +234,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         + "total".rjust(10)
     )
     for table in tables:
-        cells = "".join(str(summary["stores"][s].get(table, 0)).rjust(18) for s in stores)
+        # core.* spans stores: no per-store count
+        cells = "".join(str(summary["stores"][s].get(table, "-")).rjust(18) for s in stores)
         click.echo("  " + table.ljust(width) + cells + str(summary["tables"][table]).rjust(10))
     problems = [
         f"  {store} {entity}: {info['state']} - {info['error']}"
@@ -150,12 +248,18 @@ def _print_summary(summary: dict[str, Any]) -> None:
         click.echo("Entities not fully synced:")
         for line in problems:
             click.echo(line)
+    for note in summary.get("notes", []):
+        click.echo("")
+        click.echo(f"Note: {note}")
+    _print_intelligence(summary)
     click.echo("")
     for run in summary["runs"]:
         outcome = "succeeded" if run["success"] else "FAILED"
         click.echo(f"Dagster run {run['run_id']} for {run['store']} {outcome} in {run['seconds']} s")
     click.echo(f"Time taken:   {summary['seconds']} s")
     click.echo(f"Warehouse:    {summary['warehouse']}")
+    if summary.get("snapshot"):
+        click.echo(f'Snapshot:     {summary["snapshot"]}   (shopsync query --snapshot PATH "SELECT ...")')
     click.echo(f"Dagster home: {summary['dagster_home']}")
     click.echo(f"Open the UI:  {summary['ui']}")
 

@@ -114,3 +114,31 @@ class EntityStatus(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
     store: Mapped[Store] = relationship(back_populates="entities")
+
+
+class StoreDetails(Base):
+    """The shop's own details as Shopify last reported them (refreshed by the health check)."""
+
+    __tablename__ = "store_details"
+
+    store_domain: Mapped[str] = mapped_column(
+        ForeignKey("stores.domain", ondelete="CASCADE"), primary_key=True
+    )
+    details: Mapped[str] = mapped_column(Text, default="{}")  # JSON object
+    health: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list of checklist items
+    checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class OutboundToggles(Base):
+    """The four "Sync data to Shopify" toggles of a store (reverse sync); all off by default."""
+
+    __tablename__ = "outbound_toggles"
+
+    store_domain: Mapped[str] = mapped_column(
+        ForeignKey("stores.domain", ondelete="CASCADE"), primary_key=True
+    )
+    profile_fill: Mapped[bool] = mapped_column(default=False)
+    email_consent: Mapped[bool] = mapped_column(default=False)
+    sms_consent: Mapped[bool] = mapped_column(default=False)
+    engagement: Mapped[bool] = mapped_column(default=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

@@ -285,3 +285,53 @@ class StoreRegistry:
                 row.last_bulk_sync_at = bulk_synced_at
             s.flush()
             return _entity_info(row)
+
+    # outbound toggles (reverse sync) -------------------------------------------------------
+    def outbound_toggles(self, domain: str) -> set[str]:
+        """The enabled reverse-sync kinds of a store: some of ``profile``, ``email_consent``,
+        ``sms_consent``, ``engagement`` (empty = all off, the default)."""
+        from orchestration.control.models import OutboundToggles
+
+        with self.session() as s:
+            if s.get(Store, domain) is None:
+                raise StoreNotFound(f"Store {domain} is not registered.")
+            row = s.get(OutboundToggles, domain)
+            if row is None:
+                return set()
+            flags = {
+                "profile": row.profile_fill,
+                "email_consent": row.email_consent,
+                "sms_consent": row.sms_consent,
+                "engagement": row.engagement,
+            }
+            return {kind for kind, on in flags.items() if on}
+
+    def set_outbound_toggles(self, domain: str, changes: dict[str, bool]) -> set[str]:
+        """Turn reverse-sync kinds on or off (keys as in ``outbound_toggles``); returns the enabled set."""
+        from orchestration.control.models import OutboundToggles
+
+        columns = {
+            "profile": "profile_fill",
+            "email_consent": "email_consent",
+            "sms_consent": "sms_consent",
+            "engagement": "engagement",
+        }
+        unknown = sorted(set(changes) - set(columns))
+        if unknown:
+            raise RegistryError(f"Unknown outbound toggles {unknown}; known: {sorted(columns)}.")
+        with self.session() as s:
+            if s.get(Store, domain) is None:
+                raise StoreNotFound(f"Store {domain} is not registered.")
+            row = s.get(OutboundToggles, domain)
+            if row is None:
+                row = OutboundToggles(
+                    store_domain=domain,
+                    profile_fill=False,
+                    email_consent=False,
+                    sms_consent=False,
+                    engagement=False,
+                )
+                s.add(row)
+            for kind, on in changes.items():
+                setattr(row, columns[kind], bool(on))
+        return self.outbound_toggles(domain)

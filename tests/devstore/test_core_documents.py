@@ -51,7 +51,7 @@ def _documents() -> list[Path]:
 
 
 def _variables(
-    operation: graphql.OperationDefinitionNode, entity: str, sample_id: int | None
+    operation: graphql.OperationDefinitionNode, entity: str, sample_id: int | None, customer_gid: str
 ) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for definition in operation.variable_definitions:
@@ -61,6 +61,11 @@ def _variables(
             values[name] = 5
         elif type_text == "ID!" and sample_id is not None:
             values[name] = f"gid://shopify/{ENTITY_TYPES[entity]}/{sample_id}"
+        elif type_text in ("[ID!]!", "[ID!]"):
+            # id lists (refetches, re-reads before a push): any customer is a valid node
+            values[name] = [customer_gid]
+        elif type_text == "ID!" and name.lower().startswith("customer"):
+            values[name] = customer_gid
     return values
 
 
@@ -70,6 +75,7 @@ def test_every_query_document_runs(devstore_shared: RunningDevstore) -> None:
     handle = sorted(devstore_shared.world.shops)[0]
     shop = devstore_shared.world.shops[handle]
     headers = {"X-Shopify-Access-Token": devstore_shared.token(handle)}
+    customer_gid = f"gid://shopify/Customer/{next(iter(shop.records['customers']))}"
     ran = 0
     for path in _documents():
         source = _with_fragments(path.read_text(), fragments)
@@ -83,7 +89,7 @@ def test_every_query_document_runs(devstore_shared: RunningDevstore) -> None:
         needs_id = any(graphql.print_ast(v.type) == "ID!" for v in operation.variable_definitions)
         if needs_id and sample_id is None:
             continue  # e.g. a bulk operation id: the bulk tests cover those
-        variables = _variables(operation, entity, sample_id)
+        variables = _variables(operation, entity, sample_id, customer_gid)
         if ".bulk." in path.name or ".ids." in path.name:
             # bulk documents carry no page sizes; the bulk runner executes them in bulk mode
             result = graph.execute(devstore_shared.world, shop, source, variables, bulk=True)

@@ -251,12 +251,15 @@ def test_fetch_of_an_unknown_or_paused_store_fails_with_what_to_do(tmp_path: Pat
     registry.set_store_status(A, StoreStatus.DISCONNECTED)
     resources = {"stores": ShopifyStores(data_dir=str(tmp_path)), "paths": SyncPaths.under(tmp_path)}
     fetch_customers = fetch_assets[0]
-    for shop, message in [(B, "is not registered"), (A, "is Disconnected")]:
+    for shop, message, fix in [
+        (B, "is not registered", "shopsync stores connect"),
+        (A, "is Disconnected", "shopsync stores reconnect"),
+    ]:
         with (
             dg.build_asset_context(partition_key=shop, resources=resources) as context,
             pytest.raises(dg.Failure) as caught,
         ):
             list(fetch_customers(context, FetchConfig()))
         assert message in str(caught.value.description)
-        assert "shopsync stores connect" in str(caught.value.description)
+        assert fix in str(caught.value.description)
     assert registry.entity_status(A, "customers") is None  # nothing started

@@ -15,6 +15,7 @@ import dagster as dg
 from pydantic import Field
 
 from orchestration.control import EntityState, StoreStatus
+from orchestration.control.status import mark_reconnect_required, mark_sync_failed, mark_sync_succeeded
 from orchestration.defs.instance import WAREHOUSE_POOL
 from orchestration.defs.shopify.checks import live_rows_by_shop
 from orchestration.defs.shopify.jobs import fetch_key, table_key
@@ -138,6 +139,7 @@ def build_fetch_asset(entity: str) -> dg.AssetsDefinition:
                     # A missing scope skips this entity (the others still sync) and says
                     # which scope to grant. Nothing is materialised, so its load is skipped.
                     registry.mark_entity(shop, entity, EntityState.FAILED, error=result.skipped_reason)
+                    mark_reconnect_required(registry, shop, result.skipped_reason)
                     context.log.warning(f"{shop}: {result.skipped_reason}")
                     return
                 for warning in result.warnings:
@@ -149,6 +151,7 @@ def build_fetch_asset(entity: str) -> dg.AssetsDefinition:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         except ShopifyError as exc:
             registry.mark_entity(shop, entity, EntityState.FAILED, error=str(exc))
+            mark_sync_failed(registry, shop, f"Fetching {entity} failed: {exc}")
             raise dg.Failure(description=f"Fetching {entity} of {shop} failed: {exc}") from None
         finally:
             client.close()
@@ -196,6 +199,7 @@ def build_table_asset(entity: str) -> dg.AssetsDefinition:
             )
         except LoadError as exc:
             registry.mark_entity(shop, entity, EntityState.FAILED, error=f"Load failed: {exc}")
+            mark_sync_failed(registry, shop, f"Loading {entity} failed: {exc}")
             raise dg.Failure(description=f"Loading {entity} of {shop} failed: {exc}") from None
         except Exception as exc:
             registry.mark_entity(shop, entity, EntityState.FAILED, error=f"Load failed: {exc}")
@@ -205,6 +209,7 @@ def build_table_asset(entity: str) -> dg.AssetsDefinition:
             # A fetch that missed data left the entity Failed; loading its partial data
             # does not make it Synced.
             registry.mark_entity(shop, entity, EntityState.SYNCED)
+            mark_sync_succeeded(registry, shop)
         counts = warehouse_counts(paths.warehouse_path)
         by_shop = live_rows_by_shop(paths.warehouse_path, tables)
         metadata: dict[str, Any] = {

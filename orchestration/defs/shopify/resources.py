@@ -57,11 +57,15 @@ class ShopifyStores(dg.ConfigurableResource):
             store = registry.get_store(domain)
         except StoreNotFound as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
-        if store.status in (StoreStatus.DISCONNECTED, StoreStatus.RECONNECT_REQUIRED):
+        # Disconnected is a pause the user chose: nothing runs. Reconnect required only stops
+        # the automatic runs (schedules and sensors skip the store); a run someone asked for
+        # still syncs the entities whose scopes are granted, and a revoked token fails with
+        # Shopify's own answer.
+        if store.status == StoreStatus.DISCONNECTED:
             raise dg.Failure(
                 description=(
-                    f"Store {domain} is {store.status.value}; syncing is paused. "
-                    f"Reconnect it with: shopsync stores connect {domain} --token ..."
+                    f"Store {domain} is Disconnected; syncing is paused. "
+                    f"Resume it with: shopsync stores reconnect {domain} --token ..."
                 ),
                 allow_retries=False,
             )

@@ -109,7 +109,8 @@ def landing_batches_sensor(context: dg.SensorEvaluationContext, paths: SyncPaths
     pending = [
         PendingBatch(m.shop, m.entity, m.batch_id)
         for m, _ in pending_batches(paths.landing_path)
-        if m.shop != ENGAGEMENT and m.shop in known
+        # webhook batches are applied into entity batches first (orchestration/defs/webhooks)
+        if m.shop != ENGAGEMENT and m.shop in known and m.entity != "webhooks"
     ]
     requests, cursor = plan_load_requests(
         pending, parse_cursor(context.cursor), _busy_loads(context.instance)

@@ -1,0 +1,283 @@
+"""Store status transitions, status cards, and the data side of disconnect / delete.
+
+Transitions (the product's four badges):
+
+- auth failure (401), ``app/uninstalled``, a scope missing for an enabled entity → Reconnect required
+- a failed health check or a failed sync → Error (never over Reconnect required or Disconnected)
+- a successful sync → Connected (from Error only: a paused or unauthorised store stays so)
+- disconnect → Disconnected; reconnect (new credentials) → Connected
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete
+
+from orchestration.control.models import Base, EntityState, Store, StoreStatus
+from orchestration.control.registry import EntityStatusInfo, StoreRegistry
+
+# Badges a sync outcome must not overwrite: the user or Shopify must act first.
+_STICKY = (StoreStatus.DISCONNECTED, StoreStatus.RECONNECT_REQUIRED)
+
+
+def mark_reconnect_required(registry: StoreRegistry, domain: str, detail: str) -> None:
+    """The grant is gone or too narrow (401, uninstall, missing scope)."""
+    if registry.get_store(domain).status is not StoreStatus.DISCONNECTED:
+        registry.set_store_status(domain, StoreStatus.RECONNECT_REQUIRED, detail)
+
+
+def mark_sync_failed(registry: StoreRegistry, domain: str, detail: str) -> None:
+    """A sync (fetch or load) failed for a reason other than auth → Error."""
+    if registry.get_store(domain).status not in _STICKY:
+        registry.set_store_status(domain, StoreStatus.ERROR, detail)
+
+
+def mark_sync_succeeded(registry: StoreRegistry, domain: str) -> None:
+    """A sync completed → Connected again if it was in Error and no entity is still Failed."""
+    if registry.get_store(domain).status is StoreStatus.ERROR and not any(
+        e.state is EntityState.FAILED for e in registry.entity_statuses(domain)
+    ):
+        registry.set_store_status(domain, StoreStatus.CONNECTED, None)
+
+
+def disconnect(registry: StoreRegistry, domain: str) -> None:
+    """Pause the store: schedules, sensors and the webhook receiver skip it; data stays."""
+    registry.set_store_status(domain, StoreStatus.DISCONNECTED, "Disconnected by the user.")
+
+
+def is_syncing(registry: StoreRegistry, domain: str) -> bool:
+    """Whether scheduled syncs and webhook processing should run for the store."""
+    return registry.get_store(domain).status is StoreStatus.CONNECTED or (
+        registry.get_store(domain).status is StoreStatus.ERROR
+    )
+
+
+# status cards --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StoreCard:
+    """What ``shopsync status`` shows for one store."""
+
+    domain: str
+    project: str
+    status: StoreStatus
+    status_detail: str | None
+    entities: tuple[EntityStatusInfo, ...]
+    last_synced: datetime | None
+    health: tuple[tuple[str, bool], ...]
+    health_checked_at: datetime | None
+    details: dict[str, Any] = field(default_factory=dict)
+    dead_letters: int = 0
+    webhook_lag_s: float | None = None
+    pending_webhook_batches: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return {
+            "domain": self.domain,
+            "project": self.project,
+            "status": self.status.value,
+            "status_detail": self.status_detail,
+            "entities": {
+                e.entity: {
+                    "state": e.state.value,
+                    "last_sync_at": e.last_sync_at.isoformat() if e.last_sync_at else None,
+                    "last_error": e.last_error,
+                }
+                for e in self.entities
+            },
+            "last_synced": self.last_synced.isoformat() if self.last_synced else None,
+            "health": {name: ok for name, ok in self.health},
+            "health_checked_at": self.health_checked_at.isoformat() if self.health_checked_at else None,
+            "details": self.details,
+            "dead_letters": self.dead_letters,
+            "webhook_lag_s": self.webhook_lag_s,
+            "pending_webhook_batches": self.pending_webhook_batches,
+        }
+
+
+def dead_letter_counts(warehouse: Path) -> dict[str, int]:
+    """Dead letters per shop (empty when the warehouse or ``sync.dead_letters`` does not exist)."""
+    import duckdb
+
+    if not Path(warehouse).exists():
+        return {}
+    try:
+        con = duckdb.connect(str(warehouse), read_only=True)
+    except duckdb.Error:
+        return {}
+    try:
+        present = con.execute(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = 'sync' AND table_name = 'dead_letters'"
+        ).fetchone()
+        if not present:
+            return {}
+        rows = con.execute(
+            "SELECT shop, count(*) FROM sync.dead_letters WHERE replayed_at IS NULL GROUP BY shop"
+        ).fetchall()
+        return {shop: n for shop, n in rows}
+    finally:
+        con.close()
+
+
+def store_cards(registry: StoreRegistry, warehouse: Path, landing_root: Path) -> list[StoreCard]:
+    """A card per registered store."""
+    from orchestration.control.health import saved_health
+    from pipelines.webhooks.apply import pending_webhook_batches, webhook_lag_s
+
+    dead = dead_letter_counts(warehouse)
+    cards = []
+    for store in registry.list_stores():
+        entities = tuple(registry.entity_statuses(store.domain))
+        synced = [e.last_sync_at for e in entities if e.last_sync_at is not None]
+        details, items, checked_at = saved_health(registry, store.domain)
+        cards.append(
+            StoreCard(
+                domain=store.domain,
+                project=store.project,
+                status=store.status,
+                status_detail=store.status_detail,
+                entities=entities,
+                last_synced=max(synced) if synced else None,
+                health=tuple((i.name, i.passed) for i in items),
+                health_checked_at=checked_at,
+                details=details,
+                dead_letters=dead.get(store.domain, 0),
+                webhook_lag_s=webhook_lag_s(landing_root, store.domain),
+                pending_webhook_batches=len(pending_webhook_batches(landing_root, store.domain)),
+            )
+        )
+    return cards
+
+
+_BADGES = {
+    StoreStatus.CONNECTED: "● Connected",
+    StoreStatus.DISCONNECTED: "○ Disconnected",
+    StoreStatus.ERROR: "✖ Error",
+    StoreStatus.RECONNECT_REQUIRED: "▲ Reconnect required",
+}
+
+
+def render_card(card: StoreCard) -> str:
+    """A store card as text."""
+
+    def when(value: datetime | None) -> str:
+        return value.strftime("%Y-%m-%d %H:%M UTC") if value else "never"
+
+    lines = [f"┌ {card.domain}  [{_BADGES[card.status]}]  project={card.project}"]
+    if card.status_detail:
+        lines.append(f"│ {card.status_detail}")
+    if card.entities:
+        for e in card.entities:
+            extra = f" — {e.last_error}" if e.state is EntityState.FAILED and e.last_error else ""
+            lines.append(f"│   {e.entity:<20} {e.state.value:<8} last synced {when(e.last_sync_at)}{extra}")
+    else:
+        lines.append("│   no entity synced yet")
+    lines.append(f"│ Last synced: {when(card.last_synced)}")
+    if card.health:
+        marks = "  ".join(f"{'✔' if ok else '✘'} {name}" for name, ok in card.health)
+        lines.append(f"│ Health ({when(card.health_checked_at)}): {marks}")
+    else:
+        lines.append("│ Health: never checked (shopsync stores health DOMAIN)")
+    lag = "none waiting" if card.webhook_lag_s is None else f"{card.webhook_lag_s:.0f} s"
+    lines.append(
+        f"│ Dead letters: {card.dead_letters}   Webhook lag: {lag} "
+        f"({card.pending_webhook_batches} batch(es) pending)"
+    )
+    lines.append("└")
+    return "\n".join(lines)
+
+
+# delete ----------------------------------------------------------------------------------------
+@dataclass
+class DeleteReport:
+    """What deleting a store removed."""
+
+    domain: str
+    warehouse_rows: dict[str, int] = field(default_factory=dict)
+    landing_files: int = 0
+    state_files: int = 0
+    credentials: bool = False
+    partition: bool = False
+    grant_revoked: str = "not attempted"
+
+
+def delete_warehouse_rows(warehouse: Path, domain: str) -> dict[str, int]:
+    """Delete the store's rows from every warehouse table with a ``shop`` column; rows per table."""
+    import duckdb
+
+    if not Path(warehouse).exists():
+        return {}
+    con = duckdb.connect(str(warehouse))
+    removed: dict[str, int] = {}
+    try:
+        tables = con.execute(
+            "SELECT table_schema, table_name FROM information_schema.columns "
+            "WHERE column_name = 'shop' AND table_schema NOT LIKE '%_staging' "
+            "AND table_name NOT LIKE '\\_dlt%' ESCAPE '\\' ORDER BY 1, 2"
+        ).fetchall()
+        con.execute("BEGIN")
+        for schema, table in tables:
+            kind = con.execute(
+                "SELECT table_type FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+                [schema, table],
+            ).fetchone()
+            if kind is None or kind[0] != "BASE TABLE":
+                continue
+            count = con.execute(
+                f'SELECT count(*) FROM "{schema}"."{table}" WHERE shop = ?', [domain]
+            ).fetchone()[0]
+            if count:
+                con.execute(f'DELETE FROM "{schema}"."{table}" WHERE shop = ?', [domain])
+                removed[f"{schema}.{table}"] = count
+        con.execute("COMMIT")
+    finally:
+        con.close()
+    return removed
+
+
+def _remove_tree(path: Path) -> int:
+    if not path.exists():
+        return 0
+    count = sum(1 for p in path.rglob("*") if p.is_file())
+    shutil.rmtree(path)
+    return count
+
+
+def delete_store_data(
+    registry: StoreRegistry,
+    domain: str,
+    *,
+    warehouse: Path,
+    landing_root: Path,
+    state_dir: Path | None = None,
+) -> DeleteReport:
+    """Remove a store's warehouse rows, landing folder, fetch state and registry row (credentials too)."""
+    registry.get_store(domain)  # raises StoreNotFound
+    report = DeleteReport(domain=domain)
+    report.warehouse_rows = delete_warehouse_rows(warehouse, domain)
+    report.landing_files = _remove_tree(Path(landing_root) / domain)
+    if state_dir is not None:
+        state = Path(state_dir)
+        if state.exists():
+            for path in list(state.rglob(f"*{domain}*")):
+                if path.is_file():
+                    path.unlink()
+                    report.state_files += 1
+                elif path.is_dir():
+                    report.state_files += _remove_tree(path)
+    with registry.session() as s:
+        row = s.get(Store, domain)
+        if row is not None:
+            # Every per-store table (details, toggles, entity status, ...) by its store_domain
+            # column, children first, so no foreign key is left dangling on any database.
+            for table in reversed(Base.metadata.sorted_tables):
+                if "store_domain" in table.c:
+                    s.execute(delete(table).where(table.c.store_domain == domain))
+            s.delete(row)
+            report.credentials = True
+    return report

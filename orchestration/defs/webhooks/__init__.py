@@ -1,0 +1,1 @@
+"""Webhooks in Dagster: the sensor that applies received webhooks so the landing sensor loads them."""
