@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import polars as pl
 import uvicorn
 from starlette.applications import Starlette
@@ -165,6 +166,13 @@ class RunningDevstore:
             if entry["domain"] == domain:
                 return str(entry["access_token"])
         raise KeyError(f"no shop {handle_or_domain!r} in this devstore")
+
+    def control(self, method: str, path: str, body: Any = None) -> Any:
+        """Call the ``/_devstore`` control API and return its JSON; a refusal raises with its text."""
+        response = httpx.request(method, f"{self.url}/_devstore{path}", json=body, timeout=30)
+        if response.status_code >= 300:
+            raise RuntimeError(f"devstore control {method} {path} -> {response.status_code}: {response.text}")
+        return response.json()
 
     def stop(self) -> None:
         """Shut the server down and wait for its thread."""

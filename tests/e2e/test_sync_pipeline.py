@@ -13,7 +13,6 @@ from typing import Any
 
 import dagster as dg
 import duckdb
-import httpx
 import pytest
 
 from devstore.server import RunningDevstore, create_world, start_in_thread
@@ -74,9 +73,7 @@ class Harness:
         return result
 
     def control(self, method: str, path: str, body: Any = None) -> Any:
-        response = httpx.request(method, f"{self.devstore.url}/_devstore{path}", json=body, timeout=30)
-        assert response.status_code < 300, response.text
-        return response.json()
+        return self.devstore.control(method, path, body)
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         con = duckdb.connect(str(self.paths.warehouse_path), read_only=True)

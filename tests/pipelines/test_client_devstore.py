@@ -10,7 +10,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from devstore.generator import generate_world
@@ -71,12 +70,6 @@ def _static_client(running: RunningDevstore, **options: Any) -> ShopifyClient:
     return client
 
 
-def _control(running: RunningDevstore, method: str, path: str, body: Any = None) -> Any:
-    response = httpx.request(method, f"{running.url}/_devstore{path}", json=body, timeout=30)
-    assert response.status_code < 300, response.text
-    return response.json()
-
-
 def test_pacing_avoids_throttling_at_the_standard_plan(
     standard_store: RunningDevstore, tmp_path: Path
 ) -> None:
@@ -112,8 +105,7 @@ def test_pacing_avoids_throttling_at_the_standard_plan(
 
 
 def test_retries_429_5xx_resets_and_broken_json(plus_store: RunningDevstore) -> None:
-    _control(
-        plus_store,
+    plus_store.control(
         "PUT",
         "/faults",
         {
@@ -137,7 +129,7 @@ def test_retries_429_5xx_resets_and_broken_json(plus_store: RunningDevstore) -> 
                 data = client.execute(CUSTOMERS_PAGE, {"first": 5, "childFirst": 1, "query": None})
                 assert len(data["customers"]["edges"]) == 5
     finally:
-        _control(plus_store, "DELETE", "/faults")
+        plus_store.control("DELETE", "/faults")
     retries = client.stats.retries
     assert {"429", "reset", "invalid_json", "timeout"} <= set(retries), dict(retries)
     assert {"500", "502", "503"} & set(retries), dict(retries)
@@ -146,7 +138,7 @@ def test_retries_429_5xx_resets_and_broken_json(plus_store: RunningDevstore) -> 
 
 
 def test_persistent_5xx_raises_a_clear_unavailable_error(plus_store: RunningDevstore) -> None:
-    _control(plus_store, "PUT", "/faults", {"seed": 1, "rate_503": 1.0, "kinds": ["graphql"]})
+    plus_store.control("PUT", "/faults", {"seed": 1, "rate_503": 1.0, "kinds": ["graphql"]})
     try:
         with (
             _static_client(plus_store, max_attempts=3) as client,
@@ -154,7 +146,7 @@ def test_persistent_5xx_raises_a_clear_unavailable_error(plus_store: RunningDevs
         ):
             client.execute(SCOPES)
     finally:
-        _control(plus_store, "DELETE", "/faults")
+        plus_store.control("DELETE", "/faults")
     message = str(raised.value)
     assert (
         _shop(plus_store)["domain"] in message
@@ -185,7 +177,7 @@ def test_client_credentials_token_is_refreshed_before_expiry_and_once_on_401(
             time.sleep(2.2)  # inside the refresh margin: a new token before the old one expires
             client.execute(SCOPES)
             assert client.stats.token_fetches == 2 and client.stats.retries["401"] == 0
-            _control(running, "POST", f"/shops/{_handle(running)}/tokens/revoke", {"all": True})
+            running.control("POST", f"/shops/{_handle(running)}/tokens/revoke", {"all": True})
             client.execute(SCOPES)  # 401, one fresh token, success
             assert client.stats.token_fetches == 3 and client.stats.retries["401"] == 1
             tokens = list(next(iter(running.world.shop(_handle(running)).apps.values())).tokens)  # type: ignore[union-attr]
@@ -201,9 +193,7 @@ def test_revoked_token_raises_auth_error_without_leaking_it(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     shop = _shop(plus_store)
-    _control(
-        plus_store, "POST", f"/shops/{_handle(plus_store)}/tokens/revoke", {"token": shop["access_token"]}
-    )
+    plus_store.control("POST", f"/shops/{_handle(plus_store)}/tokens/revoke", {"token": shop["access_token"]})
     client = ShopifyClient(shop["domain"], access_token=shop["access_token"], base_url=shop["base_url"])
     with client, pytest.raises(ShopifyAuthError) as raised:
         client.execute(SCOPES)
@@ -216,8 +206,8 @@ def test_revoked_token_raises_auth_error_without_leaking_it(
 
 
 def test_missing_scope_raises_access_denied_naming_it(plus_store: RunningDevstore) -> None:
-    _control(plus_store, "POST", f"/shops/{_handle(plus_store)}/scopes/remove", {"scope": "read_customers"})
-    _control(plus_store, "POST", f"/shops/{_handle(plus_store)}/scopes/remove", {"scope": "write_customers"})
+    plus_store.control("POST", f"/shops/{_handle(plus_store)}/scopes/remove", {"scope": "read_customers"})
+    plus_store.control("POST", f"/shops/{_handle(plus_store)}/scopes/remove", {"scope": "write_customers"})
     with _static_client(plus_store) as client, pytest.raises(ShopifyAccessDenied) as raised:
         client.execute(CUSTOMERS_PAGE, {"first": 1, "childFirst": 1, "query": None})
     assert raised.value.scope == "read_customers"

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from devstore.faults import FaultInjector, FaultProfile
@@ -62,12 +61,6 @@ def _client(running: RunningDevstore) -> ShopifyClient:
     client = ShopifyClient(shop["domain"], access_token=shop["access_token"], base_url=shop["base_url"])
     client.backoff_base_s = 0.01
     return client
-
-
-def _control(running: RunningDevstore, method: str, path: str, body: Any = None) -> Any:
-    response = httpx.request(method, f"{running.url}/_devstore{path}", json=body, timeout=30)
-    assert response.status_code < 300, response.text
-    return response.json()
 
 
 def _rows(batches: list[landing.Manifest], root: Path) -> list[dict[str, Any]]:
@@ -157,16 +150,14 @@ def test_incremental_sees_creates_updates_and_a_mass_edit_bigger_than_a_page(
         assert set(_parents(_rows(first.batches, tmp_path), "Customer")) == set(state.records["customers"])
         assert len(first.batches) > 1  # several landing batches, the cursor saved after each
 
-        created = _control(
-            fresh_store,
+        created = fresh_store.control(
             "POST",
             f"/shops/{handle}/records/customers",
             {"first_name": "Nia", "email": "nia@example.com", "locale": "en"},
         )
         some = sorted(state.records["customers"])[:3]
-        _control(fresh_store, "PATCH", f"/shops/{handle}/records/customers/{some[0]}", {"note": "changed"})
-        edited = _control(
-            fresh_store,
+        fresh_store.control("PATCH", f"/shops/{handle}/records/customers/{some[0]}", {"note": "changed"})
+        edited = fresh_store.control(
             "POST",
             f"/shops/{handle}/mass_edit",
             {"entity": "customers", "count": 100, "changes": {"locale": "fr"}},
@@ -212,8 +203,7 @@ def test_nested_line_items_past_the_first_page_are_drained(
         }
         for i in range(13)
     ]
-    order = _control(
-        fresh_store,
+    order = fresh_store.control(
         "POST",
         f"/shops/{handle}/records/orders",
         {
@@ -263,7 +253,7 @@ def test_bulk_export_resumes_after_a_restart_without_submitting_again(
 ) -> None:
     shop = _shop(fresh_store)
     handle = shop["domain"].removesuffix(".myshopify.com")
-    _control(fresh_store, "PUT", "/bulk/settings", {"min_seconds": 0.5})
+    fresh_store.control("PUT", "/bulk/settings", {"min_seconds": 0.5})
     state_dir = tmp_path / "state"
     # the first run submits its jobs, persists their ids, then "crashes" before polling
     with _client(fresh_store) as first_client:
@@ -281,7 +271,7 @@ def test_bulk_export_resumes_after_a_restart_without_submitting_again(
         )
         export.save_plan(plan)
         export._submit_pending(plan, docs.load("customers.bulk"))
-    submitted = _control(fresh_store, "GET", f"/shops/{handle}/counts")["bulk_operations"]
+    submitted = fresh_store.control("GET", f"/shops/{handle}/counts")["bulk_operations"]
     # the two closed slices run now; the open-ended last slice waits for them
     assert submitted == 2
     assert [s.status for s in export.load_plan("bulk").slices] == ["running", "running", "pending"]  # type: ignore[union-attr]
@@ -296,7 +286,7 @@ def test_bulk_export_resumes_after_a_restart_without_submitting_again(
             settings=FAST,
         )
     # the resumed run polled the two jobs it found and submitted only the remaining slice
-    assert _control(fresh_store, "GET", f"/shops/{handle}/counts")["bulk_operations"] == submitted + 1
+    assert fresh_store.control("GET", f"/shops/{handle}/counts")["bulk_operations"] == submitted + 1
     rows = _rows(result.batches, tmp_path)
     customers = fresh_store.world.shop(handle).records["customers"]  # type: ignore[union-attr]
     assert set(_parents(rows, "Customer")) == set(customers)
@@ -329,7 +319,7 @@ def test_failed_bulk_job_reruns_the_slice_and_keeps_partial_data_only_if_it_give
     )
 
     def export(root: Path, **settings: Any) -> Any:
-        _control(fresh_store, "PUT", "/faults", {"seed": seed, "bulk_fail_rate": 0.3})
+        fresh_store.control("PUT", "/faults", {"seed": seed, "bulk_fail_rate": 0.3})
         try:
             with _client(fresh_store) as client:
                 return fetch_entity(
@@ -344,7 +334,7 @@ def test_failed_bulk_job_reruns_the_slice_and_keeps_partial_data_only_if_it_give
                     ),
                 )
         finally:
-            _control(fresh_store, "DELETE", "/faults")
+            fresh_store.control("DELETE", "/faults")
 
     # The failed slice is halved and re-run; its partial data is superseded, so never landed
     # (a partial file may cut a parent's children short).
@@ -366,8 +356,8 @@ def test_failed_bulk_job_reruns_the_slice_and_keeps_partial_data_only_if_it_give
 def test_missing_scope_skips_the_entity_with_a_message(fresh_store: RunningDevstore, tmp_path: Path) -> None:
     shop = _shop(fresh_store)
     handle = shop["domain"].removesuffix(".myshopify.com")
-    _control(fresh_store, "POST", f"/shops/{handle}/scopes/remove", {"scope": "read_products"})
-    _control(fresh_store, "POST", f"/shops/{handle}/scopes/remove", {"scope": "read_all_orders"})
+    fresh_store.control("POST", f"/shops/{handle}/scopes/remove", {"scope": "read_products"})
+    fresh_store.control("POST", f"/shops/{handle}/scopes/remove", {"scope": "read_all_orders"})
     with _client(fresh_store) as client:
         skipped = fetch_entity(
             client,
@@ -419,7 +409,7 @@ def test_a_slow_bulk_job_is_cancelled_and_its_slice_halved(
     shop = _shop(fresh_store)
     handle = shop["domain"].removesuffix(".myshopify.com")
     # a job's simulated running time grows with the rows it exports: the whole range is too slow
-    _control(fresh_store, "PUT", "/bulk/settings", {"seconds_per_object": 0.01, "min_seconds": 0.0})
+    fresh_store.control("PUT", "/bulk/settings", {"seconds_per_object": 0.01, "min_seconds": 0.0})
     settings = FetchSettings(
         poll_interval_s=0.05,
         max_poll_interval_s=0.1,
@@ -439,7 +429,7 @@ def test_a_slow_bulk_job_is_cancelled_and_its_slice_halved(
         )
     final = result.batches[-1]
     assert final.complete and final.extra["slices"] >= 2
-    log = _control(fresh_store, "GET", f"/shops/{handle}/write_log?operation=bulkOperationCancel")
+    log = fresh_store.control("GET", f"/shops/{handle}/write_log?operation=bulkOperationCancel")
     assert log, "the slow job was not cancelled"
     customers = fresh_store.world.shop(handle).records["customers"]  # type: ignore[union-attr]
     parents = [r for r in _rows([final], tmp_path) if "__parentId" not in r]
@@ -461,7 +451,7 @@ def test_a_crashed_incremental_run_resumes_its_window_where_the_last_batch_ended
         == [None, None, None, "500"]
     )
     settings = FetchSettings(target_query_cost=300, rows_per_batch=1)
-    _control(fresh_store, "PUT", "/faults", {"seed": seed, "rate_500": 0.2, "kinds": ["graphql"]})
+    fresh_store.control("PUT", "/faults", {"seed": seed, "rate_500": 0.2, "kinds": ["graphql"]})
     try:
         shop_client = ShopifyClient(
             shop["domain"], access_token=shop["access_token"], base_url=shop["base_url"], max_attempts=1
@@ -478,7 +468,7 @@ def test_a_crashed_incremental_run_resumes_its_window_where_the_last_batch_ended
                 settings=settings,
             )
     finally:
-        _control(fresh_store, "DELETE", "/faults")
+        fresh_store.control("DELETE", "/faults")
     landed_first = _landed(tmp_path, shop["domain"], "customers")
     cursor = IncrementalCursor.load(tmp_path / "s", shop["domain"], "customers")
     assert (

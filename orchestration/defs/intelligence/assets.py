@@ -24,9 +24,14 @@ from pipelines.snapshot import publish_snapshot
 from transforms import consent as consent_tf
 from transforms.contacts import CRM_EDITS_SCHEMA, build_contacts, carry_over_merges, field_ownership
 from transforms.identity import IDENTITY_SCHEMA, resolve
-from transforms.identity.normalise import normalise_emails, normalise_phones
 from transforms.identity.sources import records_from_shopify
 from transforms.metrics import MetricsInputError, contact_value, customer_metrics
+from transforms.warehouse_inputs import (
+    customer_keys,
+    engagement_frame,
+    orders_with_contacts,
+    shopify_consent_columns,
+)
 
 EAGER = dg.AutomationCondition.eager()
 
@@ -37,6 +42,24 @@ def core_key(name: str) -> dg.AssetKey:
 
 
 SNAPSHOT_KEY = dg.AssetKey(["analyst", "snapshot"])
+
+
+def core_specs(
+    docs: dict[str, str], group: str, deps: dict[str, list[dg.AssetKey]] | list[dg.AssetKey]
+) -> list[dg.AssetSpec]:
+    """Specs of the ``core.*`` tables one multi-asset writes; ``deps`` per table or shared."""
+    return [
+        dg.AssetSpec(
+            core_key(name),
+            description=doc,
+            group_name=group,
+            kinds={"duckdb", "polars"},
+            automation_condition=EAGER,
+            deps=deps.get(name, []) if isinstance(deps, dict) else deps,
+        )
+        for name, doc in docs.items()
+    ]
+
 
 IDENTITY_DOCS: dict[str, str] = {
     "contact_identities": "Who is who: every customer record, guest order and guest checkout of every store "
@@ -88,19 +111,17 @@ def _next_run_number(con: Any) -> int:
 
 
 @dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            core_key(name),
-            description=doc,
-            group_name="identity",
-            kinds={"duckdb", "polars"},
-            automation_condition=EAGER,
-            deps=[table_key("customers"), table_key("orders"), table_key("abandoned_checkouts")]
-            if name == "contact_identities"
-            else [],
-        )
-        for name, doc in IDENTITY_DOCS.items()
-    ],
+    specs=core_specs(
+        IDENTITY_DOCS,
+        "identity",
+        {
+            "contact_identities": [
+                table_key("customers"),
+                table_key("orders"),
+                table_key("abandoned_checkouts"),
+            ]
+        },
+    ),
     pool=WAREHOUSE_POOL,
     name="core__identity",
 )
@@ -180,40 +201,8 @@ def identity_assets(
     )
 
 
-def orders_with_contacts(orders: pl.DataFrame, identities: pl.DataFrame) -> pl.DataFrame:
-    """Orders with the ``contact_id`` of their customer (or, for guest orders, of the order itself)."""
-    ids = identities.select("shop", "record_type", "record_id", "contact_id")
-    by_customer = ids.filter(pl.col("record_type") == "customer").select(
-        "shop", pl.col("record_id").alias("_customer_key"), pl.col("contact_id").alias("_c1")
-    )
-    by_order = ids.filter(pl.col("record_type") == "order").select(
-        "shop", pl.col("record_id").alias("_order_key"), pl.col("contact_id").alias("_c2")
-    )
-    return (
-        orders.with_columns(
-            _customer_key=pl.col("customer_id").cast(pl.String), _order_key=pl.col("id").cast(pl.String)
-        )
-        .join(by_customer, on=["shop", "_customer_key"], how="left")
-        .join(by_order, on=["shop", "_order_key"], how="left")
-        .with_columns(contact_id=pl.coalesce("_c1", "_c2"))
-        .drop("_customer_key", "_order_key", "_c1", "_c2")
-        # a stable row order, so the same warehouse gives the transforms the same input
-        .sort("shop", "id")
-    )
-
-
 @dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            core_key(name),
-            description=doc,
-            group_name="metrics",
-            kinds={"duckdb", "polars"},
-            automation_condition=EAGER,
-            deps=[core_key("contact_identities"), table_key("orders")],
-        )
-        for name, doc in METRICS_DOCS.items()
-    ],
+    specs=core_specs(METRICS_DOCS, "metrics", [core_key("contact_identities"), table_key("orders")]),
     pool=WAREHOUSE_POOL,
     name="core__metrics",
 )
@@ -269,64 +258,8 @@ def metrics_assets(
     )
 
 
-def customer_keys(customers: pl.DataFrame, default_region: str) -> pl.DataFrame:
-    """``shop, customer_id, email_norm, phone_e164`` for matching engagement events to customers."""
-    region = (
-        pl.coalesce(pl.col("country"), pl.lit(default_region)) if "country" in customers.columns else None
-    )
-    regions = customers.select((region if region is not None else pl.lit(default_region)).alias("r"))["r"]
-    phone = customers.select(pl.coalesce("phone", "address_phone").alias("p"))["p"]
-    return pl.DataFrame(
-        {
-            "shop": customers["shop"],
-            "customer_id": customers["id"],
-            "email_norm": normalise_emails(customers["email"])["email_norm"],
-            "phone_e164": normalise_phones(phone, regions),
-        }
-    )
-
-
-def engagement_frame(events: pl.DataFrame, default_region: str) -> pl.DataFrame:
-    """Engagement events with normalised email and phone (``consent.ENGAGEMENT_SCHEMA``)."""
-    return pl.DataFrame(
-        {
-            "event_id": events["event_id"],
-            "occurred_at": events["occurred_at"],
-            "type": events["type"],
-            "shop": events["shop"],
-            "email_norm": normalise_emails(events["email"])["email_norm"],
-            "phone_e164": normalise_phones(events["phone"], pl.Series([default_region] * events.height)),
-            "body": events["body"],
-        }
-    ).cast(consent_tf.ENGAGEMENT_SCHEMA)  # type: ignore[arg-type]
-
-
-def shopify_consent_columns(customers: pl.DataFrame) -> pl.DataFrame:
-    """Warehouse customer columns renamed to what ``consent.shopify_observations`` reads."""
-    return customers.select(
-        "shop",
-        pl.col("id").alias("customer_id"),
-        pl.col("email_marketing_state").alias("email_consent_state"),
-        pl.col("email_marketing_opt_in_level").alias("email_consent_opt_in_level"),
-        pl.col("email_consent_updated_at"),
-        pl.col("sms_marketing_state").alias("sms_consent_state"),
-        pl.col("sms_marketing_opt_in_level").alias("sms_consent_opt_in_level"),
-        pl.col("sms_consent_updated_at"),
-    )
-
-
 @dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            core_key(name),
-            description=doc,
-            group_name="consent",
-            kinds={"duckdb", "polars"},
-            automation_condition=EAGER,
-            deps=[core_key("contact_identities"), table_key("customers")],
-        )
-        for name, doc in CONSENT_DOCS.items()
-    ],
+    specs=core_specs(CONSENT_DOCS, "consent", [core_key("contact_identities"), table_key("customers")]),
     pool=WAREHOUSE_POOL,
     name="core__consent",
 )

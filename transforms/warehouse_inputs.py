@@ -1,0 +1,82 @@
+"""Warehouse tables reshaped into the inputs the transforms read.
+
+The warehouse names columns after Shopify's fields (``email_marketing_state``); the
+transforms take their own frames (``consent.shopify_observations`` reads
+``email_consent_state``; metrics read orders with a ``contact_id``). These pure functions
+are the only place that bridges the two, so the Dagster assets only wire.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from transforms import consent as consent_tf
+from transforms.identity.normalise import normalise_emails, normalise_phones
+
+
+def orders_with_contacts(orders: pl.DataFrame, identities: pl.DataFrame) -> pl.DataFrame:
+    """Orders with the ``contact_id`` of their customer (or, for guest orders, of the order itself)."""
+    ids = identities.select("shop", "record_type", "record_id", "contact_id")
+    by_customer = ids.filter(pl.col("record_type") == "customer").select(
+        "shop", pl.col("record_id").alias("_customer_key"), pl.col("contact_id").alias("_c1")
+    )
+    by_order = ids.filter(pl.col("record_type") == "order").select(
+        "shop", pl.col("record_id").alias("_order_key"), pl.col("contact_id").alias("_c2")
+    )
+    return (
+        orders.with_columns(
+            _customer_key=pl.col("customer_id").cast(pl.String), _order_key=pl.col("id").cast(pl.String)
+        )
+        .join(by_customer, on=["shop", "_customer_key"], how="left")
+        .join(by_order, on=["shop", "_order_key"], how="left")
+        .with_columns(contact_id=pl.coalesce("_c1", "_c2"))
+        .drop("_customer_key", "_order_key", "_c1", "_c2")
+        # a stable row order, so the same warehouse gives the transforms the same input
+        .sort("shop", "id")
+    )
+
+
+def customer_keys(customers: pl.DataFrame, default_region: str) -> pl.DataFrame:
+    """``shop, customer_id, email_norm, phone_e164`` for matching engagement events to customers."""
+    region = (
+        pl.coalesce(pl.col("country"), pl.lit(default_region)) if "country" in customers.columns else None
+    )
+    regions = customers.select((region if region is not None else pl.lit(default_region)).alias("r"))["r"]
+    phone = customers.select(pl.coalesce("phone", "address_phone").alias("p"))["p"]
+    return pl.DataFrame(
+        {
+            "shop": customers["shop"],
+            "customer_id": customers["id"],
+            "email_norm": normalise_emails(customers["email"])["email_norm"],
+            "phone_e164": normalise_phones(phone, regions),
+        }
+    )
+
+
+def engagement_frame(events: pl.DataFrame, default_region: str) -> pl.DataFrame:
+    """Engagement events with normalised email and phone (``consent.ENGAGEMENT_SCHEMA``)."""
+    return pl.DataFrame(
+        {
+            "event_id": events["event_id"],
+            "occurred_at": events["occurred_at"],
+            "type": events["type"],
+            "shop": events["shop"],
+            "email_norm": normalise_emails(events["email"])["email_norm"],
+            "phone_e164": normalise_phones(events["phone"], pl.Series([default_region] * events.height)),
+            "body": events["body"],
+        }
+    ).cast(consent_tf.ENGAGEMENT_SCHEMA)  # type: ignore[arg-type]
+
+
+def shopify_consent_columns(customers: pl.DataFrame) -> pl.DataFrame:
+    """Warehouse customer columns renamed to what ``consent.shopify_observations`` reads."""
+    return customers.select(
+        "shop",
+        pl.col("id").alias("customer_id"),
+        pl.col("email_marketing_state").alias("email_consent_state"),
+        pl.col("email_marketing_opt_in_level").alias("email_consent_opt_in_level"),
+        pl.col("email_consent_updated_at"),
+        pl.col("sms_marketing_state").alias("sms_consent_state"),
+        pl.col("sms_marketing_opt_in_level").alias("sms_consent_opt_in_level"),
+        pl.col("sms_consent_updated_at"),
+    )
