@@ -56,6 +56,10 @@ class Manifest:
     window_from: str | None = None
     window_to: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # True for the partial data of a failed bulk job. Its lines are whole, but Shopify's
+    # ungrouped JSONL can cut a parent's child lines anywhere, so those children add to
+    # what the warehouse holds instead of replacing it.
+    partial: bool = False
 
     @property
     def data_path_name(self) -> str:
@@ -103,6 +107,7 @@ def write_batch(
     window_to: str | None = None,
     extra: dict[str, Any] | None = None,
     batch_id: str | None = None,
+    partial: bool = False,
 ) -> Manifest:
     """Write one immutable batch and return its manifest.
 
@@ -160,6 +165,7 @@ def write_batch(
         window_from=window_from,
         window_to=window_to,
         extra=dict(extra or {}),
+        partial=partial,
     )
     _write_atomic(manifest_path, json.dumps(asdict(manifest), indent=1).encode())
     _fsync_dir(folder)

@@ -15,6 +15,8 @@ For each pending batch, oldest first:
 3. **Merge** with dlt (Arrow tables, ``delete-insert`` merge): parents on ``(shop, id)``;
    each child table is replaced under its written parents (see :func:`_child_resource`), so
    an order edited to drop a line item loses it and a parent with no children ends with none.
+   The exception is a ``partial`` batch (a failed bulk job's data), whose child lines may be
+   cut short: they are upserted and nothing is removed.
    dlt's extract writes the Arrow tables to parquet load files and the in-memory copies are
    dropped before its load step merges them (peak memory of million-row backfills).
 4. **Deletes** in DuckDB SQL after the merge: a ``complete`` batch (reconciliation id list or
@@ -560,8 +562,8 @@ def _parent_resource(table: str, data: pa.Table) -> Any:
     )
 
 
-def _child_resource(child: ChildSpec, data: list[pa.Table]) -> Any:
-    """A child table replaced under the parents written in the same load.
+def _child_resource(child: ChildSpec, data: list[pa.Table], *, replace: bool = True) -> Any:
+    """A child table replaced under the parents written in the same load (or, not ``replace``, upserted).
 
     dlt's ``merge_key`` would delete only the parents that still have children in the batch,
     so a parent edited down to zero children would keep its old ones. Instead every written
@@ -569,8 +571,12 @@ def _child_resource(child: ChildSpec, data: list[pa.Table]) -> Any:
     deletes all warehouse children of the parents in the staged table, and ``source_filter``
     keeps the scope rows out of the insert. Both read only this table's own staging copy, so
     the result does not depend on the order dlt runs the tables' merge jobs in.
+
+    Without ``replace`` (the child lines of a partial bulk file, which may be cut short) the
+    scope narrows to the child rows themselves: they are written, none are removed.
     """
     key = child.key[0]
+    scope = ", ".join(["shop", child.parent_key, *child.key] if not replace else ["shop", child.parent_key])
     return dlt.resource(
         data,
         name=child.table,
@@ -578,9 +584,7 @@ def _child_resource(child: ChildSpec, data: list[pa.Table]) -> Any:
         write_disposition={
             "disposition": "merge",
             "strategy": "delete-insert",
-            "destination_scope": (
-                f"(shop, {child.parent_key}) IN (SELECT shop, {child.parent_key} FROM {{staging_table}})"
-            ),
+            "destination_scope": f"({scope}) IN (SELECT {scope} FROM {{staging_table}})",
             "source_filter": f"{key} IS NOT NULL",
         },
     )
@@ -672,6 +676,10 @@ def _load_batch(pipeline: dlt.Pipeline, manifest: Manifest, path: Path) -> LoadR
         if not everything:
             written_ids = plan.filter(pl.col("_action").is_in(["inserted", "updated"])).select("id")
             parents = parents.join(written_ids, on="id", how="semi")
+        if manifest.partial and any(c.inline is None for c in spec.children):
+            # The hash covers the children, and a partial file's may be cut short: store none,
+            # so the next complete version never reads as "unchanged" and replaces them.
+            parents = parents.with_columns(pl.lit(None, pl.Int64).alias(ROW_HASH))
         resources = [_parent_resource(spec.table, _arrow(parents, ("shop", "id")))]
         result.rows[spec.table] = parents.height
         for child in spec.children:
@@ -681,12 +689,19 @@ def _load_batch(pipeline: dlt.Pipeline, manifest: Manifest, path: Path) -> LoadR
                     parents.select(pl.col("id").alias(child.parent_key)), on=child.parent_key, how="semi"
                 )
             result.rows[child.table] = rows.height
-            scope = _conform(
-                parents.select(pl.col("shop"), pl.col("id").alias(child.parent_key)),
-                warehouse_schema(child.table, parent=False),
-            )
-            resources.append(_child_resource(child, [rows.to_arrow(), scope.to_arrow()]))
-            del rows, scope
+            # Inline children sit inside their parent's line, which is always whole; child
+            # lines of a partial file may be cut short, so they must not replace any.
+            replace = not (manifest.partial and child.inline is None)
+            tables = [rows.to_arrow()]
+            if replace:
+                scope = _conform(
+                    parents.select(pl.col("shop"), pl.col("id").alias(child.parent_key)),
+                    warehouse_schema(child.table, parent=False),
+                )
+                tables.append(scope.to_arrow())
+                del scope
+            resources.append(_child_resource(child, tables, replace=replace))
+            del rows, tables
         parsed.children = {}  # the Arrow tables now hold the data; drop the frames early
         # extract writes the Arrow tables to load files; the Python copies are then dropped
         # before DuckDB merges them, so its working memory never stacks on top of them.

@@ -485,8 +485,9 @@ class BulkExport:
                     complete=False,
                     window_from=item["start"],
                     window_to=item["end"],
-                    extra={"partial": True, "job_id": item["job_id"], "error_code": item["error_code"]},
+                    extra={"job_id": item["job_id"], "error_code": item["error_code"]},
                     batch_id=item["batch_id"],
+                    partial=True,
                 )
                 self.batches.append(manifest)
             else:

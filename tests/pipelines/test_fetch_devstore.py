@@ -340,14 +340,14 @@ def test_failed_bulk_job_reruns_the_slice_and_keeps_partial_data_only_if_it_give
     # (a partial file may cut a parent's children short).
     result = export(tmp_path / "rerun")
     final = result.batches[-1]
-    assert [m for m in result.batches if m.extra.get("partial")] == []
+    assert [m for m in result.batches if m.partial] == []
     assert final.complete and final.extra["slices"] == 2
     orders = fresh_store.world.shop(handle).records["orders"]  # type: ignore[union-attr]
     assert set(_parents(_rows([final], tmp_path / "rerun"), "Order")) == set(orders)
 
     # A slice that gives up keeps what Shopify exported, landed before (sorting before) the rest.
     gave_up = export(tmp_path / "gave-up", max_slice_attempts=1)
-    partial = [m for m in gave_up.batches if m.extra.get("partial")]
+    partial = [m for m in gave_up.batches if m.partial]
     assert len(partial) == 1 and not partial[0].complete and partial[0].rows > 0
     assert not gave_up.batches[-1].complete
     assert partial[0].batch_id < gave_up.batches[-1].batch_id

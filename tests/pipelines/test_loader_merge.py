@@ -171,6 +171,39 @@ def test_edited_order_loses_removed_line_item_and_zero_children(paths: tuple[Pat
     assert items == [(1, 11, 2), (1, 13, 1)]
 
 
+def test_partial_bulk_data_adds_children_and_never_removes_them(paths: tuple[Path, Path]) -> None:
+    warehouse, root = paths
+    land(root, "orders", [order(1), line_item(11, 1), line_item(12, 1)], complete=True)
+    load_pending(warehouse, root)
+    # A failed job's partial file: order 1 updated, its line lines cut after one item (and
+    # its refund, inline in the order's own line, is whole).
+    refund = {"id": "gid://shopify/Refund/900", "createdAt": "2025-01-03T00:00:00Z", "note": "late"}
+    write_batch(
+        root,
+        SHOP,
+        "orders",
+        "bulk",
+        [order(1, "2025-01-02T00:00:00Z", refunds=[refund]), line_item(12, 1, qty=3)],
+        partial=True,
+    )
+    result = load_pending(warehouse, root)
+    assert result.updated == 1
+    assert query(warehouse, "SELECT id, quantity FROM shopify.order_line_items ORDER BY id") == [
+        (11, 1),
+        (12, 3),
+    ]
+    assert query(warehouse, "SELECT id FROM shopify.order_refunds") == [(900,)]
+    # The next complete export is the truth again: item 11 really was removed.
+    land(
+        root,
+        "orders",
+        [order(1, "2025-01-02T00:00:00Z", refunds=[refund]), line_item(12, 1, qty=3)],
+        complete=True,
+    )
+    assert load_pending(warehouse, root).updated == 1
+    assert query(warehouse, "SELECT id, quantity FROM shopify.order_line_items") == [(12, 3)]
+
+
 def test_refunds_and_addresses_follow_their_parent(paths: tuple[Path, Path]) -> None:
     warehouse, root = paths
     refund = {
