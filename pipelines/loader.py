@@ -597,12 +597,20 @@ def _apply_deletes(
     loaded_at: datetime,
     deleted_ids: pl.Series,
     present_ids: pl.Series | None,
+    listed_at: datetime | None = None,
 ) -> tuple[int, int]:
     """Stamp / clear ``_deleted_at`` (parents, then their children); returns (deleted, undeleted).
 
     Done in DuckDB SQL because dlt's merge can only replace or hard-delete rows, not stamp
     rows that are absent from the load; it runs in one transaction after the dlt merge and
     is idempotent, so a crash in between is repaired by loading the batch again.
+
+    ``listed_at`` is when a complete listing started. Webhooks and incremental reads land
+    while an export runs, so a row created after it started is rightly absent from it, and a
+    row deleted after it started is still listed: only rows last loaded before the start are
+    stamped, and only deletions stamped before it are cleared. Both sides of each comparison
+    are this machine's clock (``_loaded_at``, ``_deleted_at``, the export's start), never
+    Shopify's ``updated_at``.
     """
     tables = _existing_tables(con)
     if spec.table not in tables:
@@ -621,15 +629,23 @@ def _apply_deletes(
                 [loaded_at, shop],
             ).fetchone()[0]
         if present_ids is not None:
+            changed_before = listed_before = ""
+            stamp_args: list[Any] = [loaded_at, shop]
+            clear_args: list[Any] = [shop]
+            if listed_at is not None:
+                changed_before = " AND _loaded_at < ?"
+                stamp_args.append(listed_at)
+                listed_before = " AND _deleted_at < ?"
+                clear_args.append(listed_at)
             deleted += con.execute(
                 f"UPDATE {parent} SET _deleted_at = ? WHERE shop = ? AND _deleted_at IS NULL"
-                " AND id NOT IN (SELECT id FROM present)",
-                [loaded_at, shop],
+                f" AND id NOT IN (SELECT id FROM present){changed_before}",
+                stamp_args,
             ).fetchone()[0]
             undeleted += con.execute(
                 f"UPDATE {parent} SET _deleted_at = NULL WHERE shop = ? AND _deleted_at IS NOT NULL"
-                " AND id IN (SELECT id FROM present)",
-                [shop],
+                f" AND id IN (SELECT id FROM present){listed_before}",
+                clear_args,
             ).fetchone()[0]
         if deleted or undeleted:
             # Children follow their parent: stamped with it, cleared when it reappears.
@@ -652,6 +668,10 @@ def _apply_deletes(
         if present_ids is not None:
             con.unregister("present")
     return deleted, undeleted
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
 def _load_batch(pipeline: dlt.Pipeline, manifest: Manifest, path: Path) -> LoadResult:
@@ -723,6 +743,7 @@ def _load_batch(pipeline: dlt.Pipeline, manifest: Manifest, path: Path) -> LoadR
                 loaded_at,
                 parsed.deleted_ids,
                 parsed.present_ids if complete else None,
+                _parse_time(manifest.window_to) if complete else None,
             )
     return result
 

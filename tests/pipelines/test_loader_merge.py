@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -298,6 +299,27 @@ def test_incomplete_reconcile_batch_marks_no_deletes(paths: tuple[Path, Path]) -
     land(root, "orders", [{"id": "gid://shopify/Order/1"}], mode="reconcile", complete=True)
     assert load_pending(warehouse, root).deleted == 1
     assert [warehouse_counts(warehouse)[t] for t in ("orders", "order_line_items")] == [1, 1]
+
+
+def test_listing_marks_nothing_that_changed_after_it_started(paths: tuple[Path, Path]) -> None:
+    warehouse, root = paths
+    land(root, "customers", [customer(1), customer(2), customer(4)], complete=True)
+    load_pending(warehouse, root)
+    listing_started = datetime.now(UTC).isoformat()
+    # Customer 4 was deleted before a reconciliation listing started, customer 2 while it
+    # ran (its webhook marker loads first); customer 3 was created while it ran.
+    land(root, "customers", [{"id": "gid://shopify/Customer/2", "__deleted": True}], mode="webhook")
+    land(root, "customers", [customer(3, "2025-06-01T12:05:00Z")], mode="incremental")
+    ids = [{"id": f"gid://shopify/Customer/{n}"} for n in (1, 2)]
+    write_batch(root, SHOP, "customers", "reconcile", ids, complete=True, window_to=listing_started)
+    result = load_pending(warehouse, root)
+    assert result.deleted == 2 and result.undeleted == 0
+    assert query(warehouse, "SELECT id, _deleted_at IS NOT NULL FROM shopify.customers ORDER BY id") == [
+        (1, False),
+        (2, True),
+        (3, False),
+        (4, True),
+    ]
 
 
 def test_complete_bulk_export_marks_absent_rows_and_webhook_delete_marker(paths: tuple[Path, Path]) -> None:
