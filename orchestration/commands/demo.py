@@ -20,7 +20,7 @@ import click
 
 DEFAULT_DATA_DIR = Path("data/demo")
 _MARKER = ".shopsync-demo"
-UI_COMMAND = "make ui   (or: DAGSTER_HOME=$PWD/.dagster_home .venv/bin/dagster dev -w workspace.yaml)"
+UI_COMMAND = "make ui   (or, from the repo root: .venv/bin/dagster dev)"
 # The fetch reads customer metafields in shopsync's own namespace only (the ones reverse
 # sync writes); the devstore's merchant metafields live in ``custom``, so a fresh demo
 # store has none to sync and the count of 0 is expected.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from orchestration.defs.instance import WAREHOUSE_POOL, ensure_warehouse_pool
 from orchestration.defs.shopify.assets import FetchConfig, choose_modes
 from orchestration.defs.shopify.definitions import build_shopify_defs
 from orchestration.defs.shopify.jobs import fetch_run_config, table_key
-from orchestration.defs.shopify.partitions import SHOPIFY_ENTITIES, STORES_PARTITION
+from orchestration.defs.shopify.partitions import SHOPIFY_ENTITIES, STORES_PARTITION, add_store_partition
 from orchestration.defs.shopify.resources import ShopifyStores, SyncPaths
 from orchestration.defs.shopify.schedules import incremental_sync_schedule, nightly_reconciliation_schedule
 from orchestration.defs.shopify.sensors import (
@@ -70,7 +71,11 @@ def test_fetch_mode_follows_config_and_history(
 
 
 def test_dagster_yaml_files_are_valid_instance_config(tmp_path: Path) -> None:
-    for path in (ROOT / "dagster.yaml", ROOT / "orchestration" / "dagster_home" / "dagster.yaml"):
+    for path in (
+        ROOT / "dagster.yaml",
+        ROOT / "deploy" / "dagster.yaml",
+        ROOT / "orchestration" / "dagster_home" / "dagster.yaml",
+    ):
         config = yaml.safe_load(path.read_text())
         result = validate_config(dagster_instance_config_schema(), config)
         assert result.success, (path, result.errors)
@@ -87,6 +92,30 @@ def test_dagster_yaml_files_are_valid_instance_config(tmp_path: Path) -> None:
         assert instance.run_monitoring_enabled
     finally:
         instance.dispose()
+
+
+def test_dagster_dev_from_the_repo_root_uses_the_demo_instance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without DAGSTER_HOME, `dagster dev` makes a temporary home configured by ./dagster.yaml:
+    # the root file must point its storage at ./.dagster_home, where the demo's runs are.
+    from dagster._core.instance.ref import InstanceRef
+
+    monkeypatch.chdir(tmp_path)
+    with tempfile.TemporaryDirectory(dir=tmp_path) as temporary:
+        instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(temporary, config_dir=str(ROOT)))
+        try:
+            add_store_partition(instance, "demo-store.myshopify.com")
+        finally:
+            instance.dispose()
+    assert (tmp_path / ".dagster_home" / "history" / "runs.db").exists()
+    reopened = dg.DagsterInstance.from_ref(
+        InstanceRef.from_dir(str(tmp_path / "again"), config_dir=str(ROOT))
+    )
+    try:
+        assert reopened.get_dynamic_partitions(STORES_PARTITION) == ["demo-store.myshopify.com"]
+    finally:
+        reopened.dispose()
 
 
 def test_stale_pool_slots_of_ended_runs_are_freed() -> None:

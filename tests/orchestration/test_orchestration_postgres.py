@@ -75,7 +75,7 @@ def test_production_dagster_yaml_runs_on_postgres(
         monkeypatch.setenv(key, value)
     home = tmp_path / "home"
     home.mkdir()
-    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
     instance = dg.DagsterInstance.from_config(str(home))
     try:
         assert add_store_partition(instance, "pg-shop.myshopify.com")
