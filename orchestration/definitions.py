@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from orchestration.defs.intelligence.definitions import build_intelligence_defs
+from orchestration.defs.ops.assets import build_ops_defs
 from orchestration.defs.reverse_sync.definitions import build_reverse_sync_defs
 from orchestration.defs.shopify.definitions import build_shopify_defs
 from orchestration.defs.shopify.resources import SyncPaths
@@ -20,4 +21,5 @@ def defs() -> dg.Definitions:
         build_intelligence_defs(paths),
         build_webhook_defs(),
         build_reverse_sync_defs(paths),
+        build_ops_defs(paths),
     )

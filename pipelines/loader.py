@@ -51,6 +51,7 @@ from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
 from pipelines.landing import ENGAGEMENT, Manifest, iter_batches, mark_loaded, pending_batches
 from pipelines.loader_specs import GID_TYPE, SPECS, ChildSpec, EntitySpec, gid_number
+from pipelines.observability import record_lag
 from pipelines.tables import LANDING, ROW_HASH, WAREHOUSE, warehouse_schema
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ PIPELINE_NAME = "shopsync_loader"
 # Polars' hash is stable for a given Polars version; after an upgrade every row looks
 # changed once and is rewritten with the same content, which is harmless.
 _HASH_SEED = 0x5EED
+TS_UTC = pl.Datetime("us", "UTC")
 
 
 class LoadError(Exception):
@@ -116,6 +118,9 @@ class ParsedBatch:
     children: dict[str, pl.DataFrame]  # child table → rows of the parents above
     deleted_ids: pl.Series  # parent ids whose last line in the batch is a delete marker
     present_ids: pl.Series  # every parent id in the batch (for complete batches)
+    deleted_triggered: pl.DataFrame = field(  # id, triggered_at: when Shopify reported each delete
+        default_factory=lambda: pl.DataFrame(schema={"id": pl.Int64, "triggered_at": pl.String})
+    )
 
 
 class MalformedBatch(ValueError):
@@ -292,7 +297,7 @@ def _flatten_block(spec: EntitySpec, raw: pl.DataFrame, reconcile: bool) -> _Pie
     if reconcile:
         return _Pieces(pl.DataFrame(), pl.DataFrame(), present, {})
     is_delete = pl.col("__deleted").fill_null(False)
-    deletes = block.filter(is_parent & is_delete).select("_num", "_line").collect()
+    deletes = block.filter(is_parent & is_delete).select("_num", "_line", "__triggered_at").collect()
     upserts = block.filter(is_parent & ~is_delete)
     inline = [c.inline for c in spec.children if c.inline]
     parents = upserts.select(
@@ -403,7 +408,9 @@ def _resolve(
     # Every version's line, for attributing __parentId children when a parent repeats.
     versions = parents.select("id", "_line") if parents["id"].n_unique() < parents.height else None
     last_delete = (
-        pl.concat([p.deletes for p in pieces]).group_by("_num").agg(pl.col("_line").max().alias("_del_line"))
+        pl.concat([p.deletes for p in pieces])
+        .group_by("_num")
+        .agg(pl.col("_line").max().alias("_del_line"), pl.col("__triggered_at").max().alias("_triggered"))
     )
     # (The common bulk case, each id once and no delete markers, skips the sorts and joins:
     # they copy every row, which counts at millions.)
@@ -411,12 +418,16 @@ def _resolve(
         # Within a batch the latest version of a row wins: latest updated_at, then the later line.
         parents = parents.sort(["updated_at", "_line"], nulls_last=False).unique("id", keep="last")
     deleted_ids = pl.Series("id", [], pl.Int64)
+    deleted_triggered = pl.DataFrame(schema={"id": pl.Int64, "triggered_at": pl.String})
     if last_delete.height:
         # A delete marker after the row's last version deletes it; a version after it revives it.
         parents = parents.join(last_delete, left_on="id", right_on="_num", how="left")
         deleted_ids = last_delete.join(
             parents.select("id", "_line"), left_on="_num", right_on="id", how="left"
         ).filter(pl.col("_line").is_null() | (pl.col("_del_line") > pl.col("_line")))["_num"]
+        deleted_triggered = last_delete.filter(pl.col("_num").is_in(deleted_ids.implode())).select(
+            pl.col("_num").alias("id"), pl.col("_triggered").alias("triggered_at")
+        )
         parents = parents.filter(pl.col("_del_line").is_null() | (pl.col("_del_line") < pl.col("_line")))
     parents = parents.with_columns(pl.lit(shop, pl.String).alias("shop"))
 
@@ -464,6 +475,7 @@ def _resolve(
         children=children,
         deleted_ids=deleted_ids,
         present_ids=present_ids,
+        deleted_triggered=deleted_triggered,
     )
 
 
@@ -598,8 +610,10 @@ def _apply_deletes(
     deleted_ids: pl.Series,
     present_ids: pl.Series | None,
     listed_at: datetime | None = None,
-) -> tuple[int, int]:
-    """Stamp / clear ``_deleted_at`` (parents, then their children); returns (deleted, undeleted).
+) -> tuple[int, int, list[int]]:
+    """Stamp / clear ``_deleted_at`` (parents, then their children).
+
+    Returns (deleted, undeleted, the ids newly stamped by delete markers).
 
     Done in DuckDB SQL because dlt's merge can only replace or hard-delete rows, not stamp
     rows that are absent from the load; it runs in one transaction after the dlt merge and
@@ -614,20 +628,25 @@ def _apply_deletes(
     """
     tables = _existing_tables(con)
     if spec.table not in tables:
-        return 0, 0
+        return 0, 0, []
     parent = f"{DATASET}.{spec.table}"
     deleted = undeleted = 0
+    marked_now: list[int] = []
     con.register("marked", pl.DataFrame({"id": deleted_ids.cast(pl.Int64)}).to_arrow())
     if present_ids is not None:
         con.register("present", pl.DataFrame({"id": present_ids.cast(pl.Int64)}).to_arrow())
     con.execute("BEGIN TRANSACTION")
     try:
         if len(deleted_ids):
-            deleted += con.execute(
-                f"UPDATE {parent} SET _deleted_at = ? WHERE shop = ? AND _deleted_at IS NULL"
-                " AND id IN (SELECT id FROM marked)",
-                [loaded_at, shop],
-            ).fetchone()[0]
+            marked_now = [
+                row[0]
+                for row in con.execute(
+                    f"UPDATE {parent} SET _deleted_at = ? WHERE shop = ? AND _deleted_at IS NULL"
+                    " AND id IN (SELECT id FROM marked) RETURNING id",
+                    [loaded_at, shop],
+                ).fetchall()
+            ]
+            deleted += len(marked_now)
         if present_ids is not None:
             changed_before = listed_before = ""
             stamp_args: list[Any] = [loaded_at, shop]
@@ -667,7 +686,7 @@ def _apply_deletes(
         con.unregister("marked")
         if present_ids is not None:
             con.unregister("present")
-    return deleted, undeleted
+    return deleted, undeleted, marked_now
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -734,9 +753,10 @@ def _load_batch(pipeline: dlt.Pipeline, manifest: Manifest, path: Path) -> LoadR
     # Only a batch its writer declared complete proves absence; a reconcile id list cut short
     # (a failed or partial listing) must not stamp the ids it happens to miss.
     complete = manifest.complete
+    marked_now: list[int] = []
     if len(parsed.deleted_ids) or complete:
         with pipeline.sql_client() as client:
-            result.deleted, result.undeleted = _apply_deletes(
+            result.deleted, result.undeleted, marked_now = _apply_deletes(
                 client.native_connection,
                 spec,
                 manifest.shop,
@@ -745,7 +765,75 @@ def _load_batch(pipeline: dlt.Pipeline, manifest: Manifest, path: Path) -> LoadR
                 parsed.present_ids if complete else None,
                 _parse_time(manifest.window_to) if complete else None,
             )
+    source = lag_source(manifest)
+    if source is not None:
+        samples = lag_samples(
+            manifest, plan, parsed.deleted_triggered, marked_now, loaded_at=loaded_at, source=source
+        )
+        if samples.height:
+            with pipeline.sql_client() as client:
+                record_lag(client.native_connection, samples, now=loaded_at)
     return result
+
+
+def lag_source(manifest: Manifest) -> str | None:
+    """``webhook`` or ``poll`` for batches of fresh changes; None for bulk exports and listings."""
+    if manifest.mode == "webhook" or manifest.extra.get("source") == "webhooks":
+        return "webhook"
+    if manifest.mode == "incremental":
+        return "poll"
+    return None
+
+
+def lag_samples(
+    manifest: Manifest,
+    plan: pl.DataFrame,
+    deleted_triggered: pl.DataFrame,
+    marked_now: Sequence[int],
+    *,
+    loaded_at: datetime,
+    source: str,
+) -> pl.DataFrame:
+    """One ``ops.sync_lag`` row per change this batch wrote: new and edited rows, and new deletes.
+
+    Unchanged and stale rows are no change, so a batch loaded twice samples nothing twice.
+    A delete's change time is when Shopify reported it; a marker without one is not sampled.
+    """
+    loaded = pl.lit(loaded_at).cast(TS_UTC)
+    written = plan.filter(
+        pl.col("_action").is_in(["inserted", "updated"]) & pl.col("updated_at").is_not_null()
+    )
+    changes = written.select(
+        pl.col("id"),
+        pl.when(pl.col("_action") == "inserted")
+        .then(pl.lit("create"))
+        .otherwise(pl.lit("update"))
+        .alias("event_type"),
+        pl.col("updated_at").cast(TS_UTC).alias("changed_at"),
+    )
+    deletes = deleted_triggered.filter(
+        pl.col("id").is_in(list(marked_now)) & pl.col("triggered_at").is_not_null()
+    ).select(
+        pl.col("id"),
+        pl.lit("delete").alias("event_type"),
+        pl.col("triggered_at")
+        .str.to_datetime(time_zone="UTC", strict=False)
+        .cast(TS_UTC)
+        .alias("changed_at"),
+    )
+    frame = pl.concat([changes, deletes]).filter(pl.col("changed_at").is_not_null())
+    return frame.select(
+        pl.lit(manifest.shop).alias("shop"),
+        pl.lit(manifest.entity).alias("entity"),
+        pl.col("event_type"),
+        pl.lit(source).alias("source"),
+        pl.col("id"),
+        pl.col("changed_at"),
+        loaded.alias("loaded_at"),
+        # A clock a little behind Shopify's would give small negative lags; they read as 0.
+        ((loaded - pl.col("changed_at")).dt.total_microseconds() / 1e6).clip(lower_bound=0).alias("lag_s"),
+        pl.lit(manifest.batch_id).alias("batch_id"),
+    )
 
 
 def _select_batches(

@@ -12,7 +12,7 @@ sees the old snapshot or the new one, never a mix, and a reader holding the old 
 keeps reading the old version's Parquet files (versions are kept for at least an hour,
 and the newest few always).
 
-Marts are the ``sql/*.sql`` SELECTs, computed against the warehouse at publish time and
+Marts are the ``sql/**/*.sql`` SELECTs, computed against the warehouse at publish time and
 exposed as ``marts.<file name>``.
 """
 
@@ -30,7 +30,7 @@ import duckdb
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 DATABASE_NAME = "analyst.duckdb"
-EXPORTED_SCHEMAS: tuple[str, ...] = ("shopify", "core", "engagement", "crm")
+EXPORTED_SCHEMAS: tuple[str, ...] = ("shopify", "core", "engagement", "crm", "ops")
 MARTS_SCHEMA = "marts"
 KEEP_VERSIONS = 3
 # A version is removed only when it is both outside the newest few and this old, so an
@@ -52,9 +52,19 @@ class SnapshotError(RuntimeError):
     """The snapshot cannot be published (a user-facing message)."""
 
 
+def mart_files(sql_dir: Path = SQL_DIR) -> dict[str, Path]:
+    """``{mart name: file}`` for every ``.sql`` file under ``sql_dir`` (subfolders group them; name = stem)."""
+    files: dict[str, Path] = {}
+    for path in sorted(sql_dir.rglob("*.sql")):
+        if path.stem in files:
+            raise SnapshotError(f"Two marts are named {path.stem!r}: {files[path.stem]} and {path}; rename one.")
+        files[path.stem] = path
+    return files
+
+
 def mart_queries(sql_dir: Path = SQL_DIR) -> dict[str, str]:
-    """``{mart name: SELECT}`` for every ``sql/*.sql`` file (name = file stem)."""
-    return {p.stem: p.read_text(encoding="utf-8").strip().rstrip(";") for p in sorted(sql_dir.glob("*.sql"))}
+    """``{mart name: SELECT}`` for every mart file (see :func:`mart_files`)."""
+    return {name: path.read_text(encoding="utf-8").strip().rstrip(";") for name, path in mart_files(sql_dir).items()}
 
 
 def _tables(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:

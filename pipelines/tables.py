@@ -238,6 +238,8 @@ _COMMON: dict[str, pl.DataType] = {
     "id": pl.String,
     "__parentId": pl.String,
     "__deleted": pl.Boolean,
+    # when Shopify reported a delete (webhook delete markers), for sync-lag figures
+    "__triggered_at": pl.String,
 }
 
 _CUSTOMER_ADDRESS = pl.Struct(

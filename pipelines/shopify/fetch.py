@@ -74,6 +74,8 @@ class FetchResult:
     warnings: list[str] = field(default_factory=list)
     api_points: int = 0
     throttle_wait_s: float = 0.0
+    throttled: int = 0  # THROTTLED and 429 answers
+    restore_rate: float | None = None  # the store's points per second, as Shopify last reported it
 
 
 # shape -------------------------------------------------------------------------------------
@@ -360,6 +362,7 @@ def fetch_entity(
     now = (now or datetime.now(UTC)).astimezone(UTC)
     result = FetchResult(shop=shop, entity=entity, mode=mode)
     points_before, wait_before = client.stats.points, client.stats.wait_s
+    throttled_before = client.stats.throttled
     try:
         if scopes is None:
             scopes = read_scopes(client)
@@ -418,4 +421,6 @@ def fetch_entity(
         result.rows = sum(m.rows for m in result.batches)
         result.api_points = round(client.stats.points - points_before)
         result.throttle_wait_s = round(client.stats.wait_s - wait_before, 3)
+        result.throttled = client.stats.throttled - throttled_before
+        result.restore_rate = client.bucket.restore_rate if client.bucket is not None else None
     return result

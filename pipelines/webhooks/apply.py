@@ -152,6 +152,7 @@ def apply_pending(
         return result
     # gid -> (entity, final action); a delete anywhere wins, since a deleted id never returns
     actions: dict[str, tuple[str, str]] = {}
+    reported: dict[str, datetime] = {}  # when Shopify reported each delete (sync-lag figures)
     oldest: datetime | None = None
     for manifest, path in batches:
         result.webhook_batches.append(manifest.batch_id)
@@ -172,6 +173,8 @@ def apply_pending(
             action, entity, gid = decided
             if actions.get(gid, ("", ""))[1] != "delete":
                 actions[gid] = (entity, action)
+            if action == "delete" and triggered is not None:
+                reported[gid] = triggered
 
     to_refetch = [gid for gid, (_, action) in actions.items() if action == "refetch"]
     nodes: dict[str, dict[str, Any] | None] = {}
@@ -194,7 +197,10 @@ def apply_pending(
             rows.extend(flatten_node(node))
             result.refetched += 1
         else:
-            rows.append({"id": gid, "__deleted": True})
+            marker: dict[str, Any] = {"id": gid, "__deleted": True}
+            if gid in reported:
+                marker["__triggered_at"] = reported[gid].isoformat()
+            rows.append(marker)
             result.deleted += 1
     for entity, rows in sorted(rows_by_entity.items()):
         result.landed.append(

@@ -609,3 +609,38 @@ def test_warehouse_held_by_another_process_is_a_clear_error(paths: tuple[Path, P
         holder.kill()
         holder.wait()
     assert load_pending(warehouse, root).inserted == 1
+
+
+def test_fresh_changes_are_sampled_for_sync_lag_once(paths: tuple[Path, Path]) -> None:
+    warehouse, root = paths
+    # A backfill carries history, not fresh changes: no samples.
+    land(root, "customers", [customer(1), customer(2)], complete=True)
+    load_pending(warehouse, root)
+    assert query(warehouse, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ops'") == [
+        (0,)
+    ]
+    changed = datetime.now(UTC).replace(microsecond=0)
+    stamp = changed.isoformat().replace("+00:00", "Z")
+    land(root, "customers", [customer(1, stamp), customer(3, stamp)], mode="incremental")
+    webhook = write_batch(
+        root,
+        SHOP,
+        "customers",
+        "incremental",
+        [{"id": "gid://shopify/Customer/2", "__deleted": True, "__triggered_at": stamp}],
+        extra={"source": "webhooks"},
+    )
+    load_pending(warehouse, root)
+    rows = query(
+        warehouse,
+        "SELECT id, event_type, source, lag_s >= 0 AND lag_s < 120, changed_at = ?::TIMESTAMPTZ "
+        "FROM ops.sync_lag ORDER BY id".replace("?", f"'{stamp}'"),
+    )
+    assert rows == [
+        (1, "update", "poll", True, True),
+        (2, "delete", "webhook", True, True),
+        (3, "create", "poll", True, True),
+    ]
+    # Loading the same batches again writes nothing, so samples nothing.
+    load_pending(warehouse, root, batch_ids=[webhook.batch_id])
+    assert query(warehouse, "SELECT count(*) FROM ops.sync_lag") == [(3,)]

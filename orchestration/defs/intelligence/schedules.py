@@ -34,6 +34,7 @@ def nightly_request(tick: datetime) -> dg.RunRequest:
     job=intelligence_job,
     cron_schedule="0 4 * * *",
     execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Nightly recompute of contacts, metrics and consent as of the tick's date (after reconciliation).",
 )
 def nightly_intelligence_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:

@@ -88,7 +88,7 @@ def incomplete_reasons(results: list[FetchResult]) -> list[str]:
 
 def _fetch_metadata(shop: str, modes: list[str], results: list[FetchResult]) -> dict[str, Any]:
     batches = [m.batch_id for r in results for m in r.batches]
-    return {
+    metadata: dict[str, Any] = {
         "shop": shop,
         "mode": "+".join(modes),
         "rows": dg.MetadataValue.int(sum(r.rows for r in results)),
@@ -96,8 +96,13 @@ def _fetch_metadata(shop: str, modes: list[str], results: list[FetchResult]) -> 
         "batch_ids": dg.MetadataValue.json(batches),
         "api_points_spent": dg.MetadataValue.int(sum(r.api_points for r in results)),
         "throttle_wait_s": dg.MetadataValue.float(round(sum(r.throttle_wait_s for r in results), 3)),
+        "throttled_responses": dg.MetadataValue.int(sum(r.throttled for r in results)),
         "warnings": dg.MetadataValue.json([w for r in results for w in r.warnings]),
     }
+    rates = [r.restore_rate for r in results if r.restore_rate]
+    if rates:
+        metadata["api_restore_rate"] = dg.MetadataValue.float(rates[-1])
+    return metadata
 
 
 def build_fetch_asset(entity: str) -> dg.AssetsDefinition:

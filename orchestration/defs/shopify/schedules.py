@@ -45,6 +45,7 @@ def store_run_requests(
     job=sync_job,
     cron_schedule="*/15 * * * *",
     execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Incremental sync of every connected store (bulk for entities never synced).",
 )
 def incremental_sync_schedule(
@@ -59,6 +60,7 @@ def incremental_sync_schedule(
     job=sync_job,
     cron_schedule="30 3 * * *",
     execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Nightly ids-only export per store and entity; ids missing from Shopify get _deleted_at.",
 )
 def nightly_reconciliation_schedule(

@@ -1,0 +1,1 @@
+"""Sync health: the operator's figures, their service levels and the checks that turn red."""
