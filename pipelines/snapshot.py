@@ -57,14 +57,19 @@ def mart_files(sql_dir: Path = SQL_DIR) -> dict[str, Path]:
     files: dict[str, Path] = {}
     for path in sorted(sql_dir.rglob("*.sql")):
         if path.stem in files:
-            raise SnapshotError(f"Two marts are named {path.stem!r}: {files[path.stem]} and {path}; rename one.")
+            raise SnapshotError(
+                f"Two marts are named {path.stem!r}: {files[path.stem]} and {path}; rename one."
+            )
         files[path.stem] = path
     return files
 
 
 def mart_queries(sql_dir: Path = SQL_DIR) -> dict[str, str]:
     """``{mart name: SELECT}`` for every mart file (see :func:`mart_files`)."""
-    return {name: path.read_text(encoding="utf-8").strip().rstrip(";") for name, path in mart_files(sql_dir).items()}
+    return {
+        name: path.read_text(encoding="utf-8").strip().rstrip(";")
+        for name, path in mart_files(sql_dir).items()
+    }
 
 
 def _tables(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
