@@ -332,9 +332,9 @@ async def update_record(request: Request) -> Response:
     if entity == "customers":
         # a consent change made in the Shopify admin also fires the consent topics
         if any(k.startswith("email_consent_") for k in changes):
-            topics += ("customers/email_marketing_consent_update",)
+            topics += ("customers_email_marketing_consent/update",)
         if any(k.startswith("sms_consent_") for k in changes):
-            topics += ("customers/marketing_consent_update",)
+            topics += ("customers_marketing_consent/update",)
     updated = shop.update_record(entity, record_id, changes, operation="control.update", topics=topics, at=at)
     if updated is None:
         raise ControlError(404, f"No {entity} record {record_id} in {shop.domain}.")

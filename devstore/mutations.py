@@ -224,9 +224,9 @@ def _consent_update(info: GraphQLResolveInfo, input: dict[str, Any], channel: st
         if channel == "sms":
             changes["sms_consent_collected_from"] = "OTHER"
         topic = (
-            "customers/email_marketing_consent_update"
+            "customers_email_marketing_consent/update"
             if channel == "email"
-            else "customers/marketing_consent_update"
+            else "customers_marketing_consent/update"
         )
         updated = shop.update_record(
             "customers", customer_id, changes, operation=operation, topics=(topic, "customers/update")

@@ -44,8 +44,8 @@ TOPICS: tuple[str, ...] = (
     "customers/create",
     "customers/update",
     "customers/delete",
-    "customers/email_marketing_consent_update",
-    "customers/marketing_consent_update",
+    "customers_email_marketing_consent/update",
+    "customers_marketing_consent/update",
     "orders/create",
     "orders/updated",
     "orders/delete",
@@ -398,7 +398,7 @@ def render_payload(shop: ShopState, topic: str, payload: dict[str, Any]) -> dict
     tz = _shop_tz(shop)
     if topic == "app/uninstalled":
         return render_shop(shop)
-    if topic == "customers/email_marketing_consent_update":
+    if topic == "customers_email_marketing_consent/update":
         return {
             "customer_id": payload["id"],
             "email_address": payload.get("email"),
@@ -408,7 +408,7 @@ def render_payload(shop: ShopState, topic: str, payload: dict[str, Any]) -> dict
                 "consent_updated_at": _ts(payload.get("email_consent_updated_at"), tz),
             },
         }
-    if topic == "customers/marketing_consent_update":
+    if topic == "customers_marketing_consent/update":
         return {
             "id": payload["id"],
             "phone": payload.get("phone"),

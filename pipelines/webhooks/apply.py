@@ -37,6 +37,9 @@ TOPIC_ENTITIES: dict[str, str] = {
     "products": "products",
     "collections": "collections",
     "checkouts": "abandoned_checkouts",
+    # the 2025-01 split consent topics name their own resource
+    "customers_email_marketing_consent": "customers",
+    "customers_marketing_consent": "customers",
 }
 # landing entity -> GraphQL type of its ids
 GID_TYPES: dict[str, str] = {
@@ -90,7 +93,7 @@ def classify(topic: str, payload: dict[str, Any]) -> tuple[str, str, str] | None
     entity = TOPIC_ENTITIES.get(resource)
     if entity is None:
         return None
-    if topic == "customers/email_marketing_consent_update":
+    if topic == "customers_email_marketing_consent/update":
         gid = _gid(entity, payload.get("customer_id"))
     else:
         gid = _gid(entity, payload.get("admin_graphql_api_id")) or _gid(entity, payload.get("id"))

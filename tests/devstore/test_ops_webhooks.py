@@ -106,7 +106,7 @@ def test_admin_consent_change_fires_consent_and_update_topics(store: Store, rece
     )
     hits = receiver.wait_for(2)
     topics = sorted(h.headers["X-Shopify-Topic"] for h in hits)
-    assert topics == ["customers/email_marketing_consent_update", "customers/update"]
+    assert topics == ["customers/update", "customers_email_marketing_consent/update"]
     consent = next(h.json for h in hits if h.headers["X-Shopify-Topic"] != "customers/update")
     assert consent["email_marketing_consent"]["state"] == "unsubscribed"
 

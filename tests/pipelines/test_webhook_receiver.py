@@ -188,3 +188,12 @@ def test_seal_after_a_crash_between_claim_and_write_loses_and_doubles_nothing(tm
     assert [m.batch_id for m in manifests] == ["claimed-1"] and manifests[0].rows == 3
     assert reopened.seal(tmp_path / "landing") == []
     reopened.close()
+
+
+def test_the_split_consent_topics_refetch_the_customer() -> None:
+    from pipelines.webhooks.apply import classify
+
+    email = classify("customers_email_marketing_consent/update", {"customer_id": 42})
+    sms = classify("customers_marketing_consent/update", {"id": 43, "phone": "+15550000000"})
+    assert email == ("refetch", "customers", "gid://shopify/Customer/42")
+    assert sms == ("refetch", "customers", "gid://shopify/Customer/43")
