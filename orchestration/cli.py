@@ -41,6 +41,9 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="shopsync")
 def cli() -> None:
     """shopsync keeps Shopify stores and a customer warehouse in step, both ways."""
+    from pipelines.logs import configure_logging
+
+    configure_logging()
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ batches and loads them (the Dagster sensor does the same every 15 s).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -171,6 +172,7 @@ def serve(host: str, port: int, data_dir: Path | None) -> None:
     """Run the webhook receiver (POST /webhooks) with secrets from the store registry."""
     import uvicorn
 
+    from pipelines.logs import uvicorn_log_config
     from pipelines.webhooks.journal import Journal
     from pipelines.webhooks.receiver import create_receiver
 
@@ -183,7 +185,9 @@ def serve(host: str, port: int, data_dir: Path | None) -> None:
     app = create_receiver(journal, registry_lookup(registry), landing_root=root / "landing")
     click.echo(f"Receiving webhooks at http://{host}:{port}/webhooks (landing zone {root / 'landing'})")
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        # JSON lines on stderr; no per-request access log (the receiver logs what it rejects)
+        level = os.environ.get("SHOPSYNC_LOG_LEVEL", "INFO").upper()
+        uvicorn.run(app, host=host, port=port, log_config=uvicorn_log_config(level), access_log=False)
     finally:
         journal.close()
 

@@ -6,10 +6,12 @@ from typing import Any
 import dagster as dg
 
 from orchestration.defs.intelligence.assets import INTELLIGENCE_GROUPS, intelligence_assets
+from orchestration.defs.logs import with_run_logging
 
 intelligence_job = dg.define_asset_job(
     "intelligence_refresh",
     selection=dg.AssetSelection.groups(*INTELLIGENCE_GROUPS),
+    config=with_run_logging(),
     description="Identity, value metrics, consent, golden contacts, then the analyst snapshot.",
 )
 
@@ -19,7 +21,7 @@ CONFIGURED_OPS: tuple[str, ...] = ("core__identity", "core__metrics", "core__con
 
 def as_of_run_config(as_of: str) -> dict[str, Any]:
     """Run config giving every intelligence op the same ``as_of`` (ISO date or datetime)."""
-    return {"ops": {op: {"config": {"as_of": as_of}} for op in CONFIGURED_OPS}}
+    return with_run_logging({"ops": {op: {"config": {"as_of": as_of}} for op in CONFIGURED_OPS}})
 
 
 def nightly_request(tick: datetime) -> dg.RunRequest:

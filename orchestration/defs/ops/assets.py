@@ -15,6 +15,7 @@ import dagster as dg
 import polars as pl
 
 from orchestration.defs.instance import WAREHOUSE_POOL
+from orchestration.defs.logs import with_run_logging
 from orchestration.defs.ops.checks import CHECK_METRICS, check_specs, evaluate
 from orchestration.defs.ops.resources import SyncHealthSettings
 from orchestration.defs.shopify.jobs import fetch_key, table_key
@@ -141,6 +142,7 @@ def sync_health_asset(
 sync_health_job = dg.define_asset_job(
     "sync_health",
     selection=dg.AssetSelection.assets(SYNC_HEALTH_KEY),
+    config=with_run_logging(),
     description="Evaluate the sync-health figures and their checks.",
 )
 

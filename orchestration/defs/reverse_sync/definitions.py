@@ -20,6 +20,7 @@ import polars as pl
 from pydantic import Field
 
 from orchestration.defs.instance import WAREHOUSE_POOL
+from orchestration.defs.logs import with_run_logging
 from orchestration.defs.reverse_sync import service
 from orchestration.defs.shopify.partitions import stores_partitions
 from orchestration.defs.shopify.resources import ShopifyStores, SyncPaths
@@ -160,7 +161,7 @@ def _job(name: str, kinds: list[str], description: str) -> Any:
         name,
         selection=_SELECTION,
         partitions_def=stores_partitions,
-        config={"ops": {"reverse_sync__plan": {"config": {"kinds": kinds}}}},
+        config=with_run_logging({"ops": {"reverse_sync__plan": {"config": {"kinds": kinds}}}}),
         description=description,
     )
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import dagster as dg
 
+from orchestration.defs.logs import with_run_logging
 from orchestration.defs.shopify.partitions import SHOPIFY_ENTITIES, stores_partitions
 
 
@@ -38,9 +39,9 @@ def fetch_run_config(
     ``full``: bulk re-sync plus reconciliation (the product's Re-sync); ``reconcile``: only
     the ids-only export that marks deletions (the nightly job).
     """
-    return {
-        "ops": {fetch_op_name_for(e): {"config": {"full": full, "reconcile": reconcile}} for e in entities}
-    }
+    return with_run_logging(
+        {"ops": {fetch_op_name_for(e): {"config": {"full": full, "reconcile": reconcile}} for e in entities}}
+    )
 
 
 sync_job = dg.define_asset_job(
@@ -48,6 +49,7 @@ sync_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(*[fetch_key(e) for e in SHOPIFY_ENTITIES])
     | dg.AssetSelection.assets(*[table_key(e) for e in SHOPIFY_ENTITIES]),
     partitions_def=stores_partitions,
+    config=with_run_logging(),
     description="Fetch every entity of one store into the landing zone, then load it into the warehouse.",
 )
 
@@ -55,5 +57,6 @@ load_job = dg.define_asset_job(
     name="shopify_load",
     selection=dg.AssetSelection.assets(*[table_key(e) for e in SHOPIFY_ENTITIES]),
     partitions_def=stores_partitions,
+    config=with_run_logging(),
     description="Load pending landing batches of one store into the warehouse (no Shopify calls).",
 )

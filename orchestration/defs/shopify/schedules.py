@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 
 from orchestration.control import StoreStatus
+from orchestration.defs.logs import with_run_logging
 from orchestration.defs.shopify.jobs import fetch_run_config, sync_job
 from orchestration.defs.shopify.partitions import STORES_PARTITION
 from orchestration.defs.shopify.resources import ShopifyStores
@@ -34,7 +35,7 @@ def store_run_requests(
         dg.RunRequest(
             run_key=f"{kind}:{shop}:{stamp}",
             partition_key=shop,
-            run_config=run_config or {},
+            run_config=with_run_logging(run_config),
             tags={"shopsync/trigger": kind},
         )
         for shop in partitions

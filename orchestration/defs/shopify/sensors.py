@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from orchestration.defs.logs import with_run_logging
 from orchestration.defs.shopify.jobs import load_job, op_name_for
 from orchestration.defs.shopify.resources import SyncPaths
 from pipelines.landing import ENGAGEMENT, pending_batches
@@ -120,7 +121,9 @@ def landing_batches_sensor(context: dg.SensorEvaluationContext, paths: SyncPaths
             run_key=r.run_key,
             partition_key=r.shop,
             asset_selection=[dg.AssetKey(["shopify", r.entity])],
-            run_config={"ops": {op_name_for(r.entity): {"config": {"batch_ids": list(r.batch_ids)}}}},
+            run_config=with_run_logging(
+                {"ops": {op_name_for(r.entity): {"config": {"batch_ids": list(r.batch_ids)}}}}
+            ),
             tags={"shopsync/trigger": "landing", "shopsync/entity": r.entity},
         )
         for r in requests
