@@ -54,7 +54,7 @@ from pipelines.loader_specs import GID_TYPE, SPECS, ChildSpec, EntitySpec, gid_n
 from pipelines.observability import record_lag
 from pipelines.tables import LANDING, ROW_HASH, WAREHOUSE, warehouse_schema
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("shopsync.loader")
 
 DATASET = "shopify"
 PIPELINE_NAME = "shopsync_loader"

@@ -86,3 +86,20 @@ def test_no_environment_reads_at_import_time(package: str) -> None:
                 if isinstance(sub, ast.Attribute) and sub.attr in {"environ", "getenv"}:
                     offenders.append(f"{path.relative_to(ROOT)}:{sub.lineno}")
     assert offenders == [], f"environment read at import time: {offenders}"
+
+
+@pytest.mark.parametrize("package", ["pipelines", "orchestration", "transforms"])
+def test_product_loggers_live_under_shopsync(package: str) -> None:
+    """Dagster manages (JSON, redacted, with store and run) only the ``shopsync`` logger tree."""
+    offenders = []
+    for path in _modules(package):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "getLogger"):
+                continue
+            name = node.args[0] if node.args else None
+            if isinstance(name, ast.Constant) and str(name.value).startswith("shopsync"):
+                continue
+            if name is None and path.name == "logs.py":
+                continue  # the root logger, which configure_logging owns
+            offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == [], f"loggers outside 'shopsync.*' escape the JSON console: {offenders}"

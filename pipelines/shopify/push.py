@@ -30,7 +30,7 @@ from pipelines.shopify.documents import load
 from pipelines.sync_log import OUTCOME_SCHEMA
 from transforms.reverse_sync import NAMESPACE, ORIGIN_KEY, customer_gid, payload_hash
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("shopsync.shopify.push")
 
 METAFIELDS_PER_CALL = 25
 REQUIRED_SCOPE = "write_customers"

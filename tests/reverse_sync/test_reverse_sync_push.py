@@ -432,7 +432,7 @@ def test_consent_failure_names_the_customer_and_is_retried_later(
     frame = customers_frame(store)
     with store.shop.lock:  # deleted on Shopify after the warehouse last saw it
         del store.shop.records["customers"][gone]
-    with caplog.at_level("ERROR", logger="pipelines.shopify.push"):
+    with caplog.at_level("ERROR", logger="shopsync.shopify.push"):
         _plan, report = run({"email_consent"}, consent=consent, customers=frame)
     assert report.consent_failures == [(gone, "Customer not found")]
     assert any(str(gone) in r.getMessage() for r in caplog.records)

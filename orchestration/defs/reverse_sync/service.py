@@ -24,7 +24,7 @@ from pipelines.shopify.client import ShopifyClient
 from pipelines.shopify.push import PushReport, PushScopeMissing, push_shop
 from transforms import reverse_sync as rs
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("shopsync.reverse_sync")
 
 
 @dataclass
