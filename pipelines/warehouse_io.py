@@ -9,6 +9,7 @@ Frames cross through Arrow (no row-by-row copies); DuckDB infers the column type
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -171,3 +172,44 @@ def engagement_events(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
             "body": pl.String,
         },
     )
+
+
+# The control plane's per-store settings that the warehouse's own transforms honour, copied in
+# by every load so intelligence never needs the control plane (and SQL users can see them).
+STORE_SETTINGS_SCHEMA: dict[str, pl.DataType] = {
+    "shop": pl.String(),
+    "customer_profiles": pl.Boolean(),
+    "email_consent": pl.Boolean(),
+    "sms_consent": pl.Boolean(),
+    "orders": pl.Boolean(),
+    "catalogue": pl.Boolean(),
+    "customer_list": pl.String(),
+    "updated_at": pl.Datetime("us", "UTC"),
+}
+
+
+def save_store_settings(
+    warehouse: Path, shop: str, inbound: set[str], customer_list: str | None, *, at: datetime
+) -> None:
+    """Upsert one store's row of ``core.store_settings`` (inbound toggles, customer list)."""
+    row = {
+        key: key in inbound
+        for key in STORE_SETTINGS_SCHEMA
+        if key not in ("shop", "customer_list", "updated_at")
+    }
+    frame = pl.DataFrame(
+        [{"shop": shop, **row, "customer_list": customer_list, "updated_at": at}],
+        schema=STORE_SETTINGS_SCHEMA,
+    )
+    con = connect(warehouse)
+    try:
+        previous = read_table(con, "core.store_settings", schema=STORE_SETTINGS_SCHEMA)
+        merged = pl.concat([previous.filter(pl.col("shop") != shop), frame]).sort("shop")
+        write_tables(con, {"core.store_settings": merged})
+    finally:
+        con.close()
+
+
+def store_settings(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """``core.store_settings`` (empty when no load has written it: every toggle then counts as on)."""
+    return read_table(con, "core.store_settings", schema=STORE_SETTINGS_SCHEMA)

@@ -80,3 +80,38 @@ def shopify_consent_columns(customers: pl.DataFrame) -> pl.DataFrame:
         pl.col("sms_marketing_opt_in_level").alias("sms_consent_opt_in_level"),
         pl.col("sms_consent_updated_at"),
     )
+
+
+def drop_disabled_consent(consent_columns: pl.DataFrame, store_settings: pl.DataFrame) -> pl.DataFrame:
+    """Null the Shopify consent of stores whose email or SMS consent toggle is off.
+
+    ``consent_columns`` as :func:`shopify_consent_columns` returns; ``store_settings`` has
+    ``shop, email_consent, sms_consent`` (a store without a row imports both). A nulled
+    state yields no observation, so Shopify's state for that channel is not imported.
+    """
+    toggles = store_settings.select("shop", "email_consent", "sms_consent")
+    joined = consent_columns.join(toggles, on="shop", how="left")
+    columns = []
+    for channel in ("email", "sms"):
+        keep = pl.col(f"{channel}_consent").fill_null(True)
+        for suffix in ("state", "opt_in_level", "updated_at"):
+            name = f"{channel}_consent_{suffix}"
+            columns.append(pl.when(keep).then(pl.col(name)).otherwise(None).alias(name))
+    return joined.with_columns(columns).select(consent_columns.columns)
+
+
+def with_customer_lists(contacts: pl.DataFrame, store_settings: pl.DataFrame) -> pl.DataFrame:
+    """``contacts`` plus ``customer_lists``: the sorted lists of the stores each person is in."""
+    lists = store_settings.filter(pl.col("customer_list").is_not_null()).select("shop", "customer_list")
+    if contacts.height == 0:
+        return contacts.with_columns(pl.lit(None, dtype=pl.List(pl.String)).alias("customer_lists"))
+    per_contact = (
+        contacts.select("contact_id", "shops")
+        .explode("shops")
+        .join(lists, left_on="shops", right_on="shop", how="inner")
+        .group_by("contact_id")
+        .agg(pl.col("customer_list").unique().sort().alias("customer_lists"))
+    )
+    return contacts.join(per_contact, on="contact_id", how="left").with_columns(
+        pl.col("customer_lists").fill_null(pl.lit([], dtype=pl.List(pl.String)))
+    )

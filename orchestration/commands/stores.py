@@ -225,7 +225,13 @@ def launch_sync(
     from orchestration.defs.shopify.partitions import SHOPIFY_ENTITIES, add_store_partition
     from orchestration.defs.shopify.resources import ShopifyStores, SyncPaths
 
-    chosen = list(entities or SHOPIFY_ENTITIES)
+    enabled = registry.enabled_entities(domain)
+    chosen = [e for e in (entities or SHOPIFY_ENTITIES) if e in enabled]
+    if not chosen:
+        raise click.ClickException(
+            f"Nothing to sync: the inbound toggles of {domain} turn off "
+            f"{', '.join(entities or SHOPIFY_ENTITIES)}. See: shopsync stores settings {domain}"
+        )
     settings = registry.settings
     data_dir = settings.data_dir.resolve()
     instance = local_instance()
@@ -473,6 +479,21 @@ _ON_OFF = click.Choice(["on", "off"], case_sensitive=False)
 @command.command("settings")
 @click.argument("domain")
 @_data_dir_option
+@click.option(
+    "--sync-customer-profiles", type=_ON_OFF, default=None, help="Import customer profiles from Shopify."
+)
+@click.option("--sync-email-consent", type=_ON_OFF, default=None, help="Import email consent from Shopify.")
+@click.option("--sync-sms-consent", type=_ON_OFF, default=None, help="Import SMS consent from Shopify.")
+@click.option(
+    "--sync-orders", type=_ON_OFF, default=None, help="Import orders, checkouts and carts from Shopify."
+)
+@click.option(
+    "--sync-catalogue", type=_ON_OFF, default=None, help="Import products and collections from Shopify."
+)
+@click.option(
+    "--customer-list", default=None, help="Assign this customer list to the store (created if new)."
+)
+@click.option("--no-customer-list", is_flag=True, help="Unassign the store's customer list.")
 @click.option("--push-email-consent", type=_ON_OFF, default=None, help="Sync email subscription to Shopify.")
 @click.option("--push-sms-consent", type=_ON_OFF, default=None, help="Sync SMS subscription to Shopify.")
 @click.option(
@@ -482,14 +503,41 @@ _ON_OFF = click.Choice(["on", "off"], case_sensitive=False)
 def settings(
     domain: str,
     data_dir: Path | None,
+    sync_customer_profiles: str | None,
+    sync_email_consent: str | None,
+    sync_sms_consent: str | None,
+    sync_orders: str | None,
+    sync_catalogue: str | None,
+    customer_list: str | None,
+    no_customer_list: bool,
     push_email_consent: str | None,
     push_sms_consent: str | None,
     push_profile: str | None,
     push_engagement: str | None,
 ) -> None:
-    """Show or change the "Sync data to Shopify" toggles of DOMAIN (all off by default)."""
+    """Show or change DOMAIN's sync settings.
+
+    "Sync data from Shopify": five toggles, all on by default, and the customer list the
+    store's customers land in. "Sync data to Shopify": four toggles, all off by default.
+    Changes to the inbound toggles apply from the next sync; data already held stays.
+    """
+    from orchestration.control.registry import INBOUND_TOGGLES
+
+    if customer_list is not None and no_customer_list:
+        raise click.UsageError("Give either --customer-list NAME or --no-customer-list, not both.")
     registry = _registry(data_dir)
     domain = _known_domain(registry, domain)
+    inbound_changes = {
+        kind: value.lower() == "on"
+        for kind, value in (
+            ("customer_profiles", sync_customer_profiles),
+            ("email_consent", sync_email_consent),
+            ("sms_consent", sync_sms_consent),
+            ("orders", sync_orders),
+            ("catalogue", sync_catalogue),
+        )
+        if value is not None
+    }
     changes = {
         kind: value.lower() == "on"
         for kind, value in (
@@ -500,7 +548,22 @@ def settings(
         )
         if value is not None
     }
+    try:
+        inbound = (
+            registry.set_inbound_toggles(domain, inbound_changes)
+            if inbound_changes
+            else registry.inbound_toggles(domain)
+        )
+        if customer_list is not None or no_customer_list:
+            registry.assign_customer_list(domain, None if no_customer_list else customer_list)
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from None
     enabled = registry.set_outbound_toggles(domain, changes) if changes else registry.outbound_toggles(domain)
+    click.echo(f"Sync data from Shopify for {domain}:")
+    for kind, label in INBOUND_TOGGLES.items():
+        click.echo(f"  {'on ' if kind in inbound else 'off'}  {label}")
+    assigned = registry.customer_list(domain)
+    click.echo(f"  customer list: {assigned or 'none assigned'}")
     labels = {
         "profile": "Sync profile data to Shopify",
         "email_consent": "Sync email subscription to Shopify",

@@ -119,7 +119,12 @@ def apply_and_load(
         if registry.get_store(domain).status in PAUSED:
             continue
         try:
-            result = apply_pending(paths.landing_path, domain, lambda d=domain: stores.client_for(d))
+            result = apply_pending(
+                paths.landing_path,
+                domain,
+                lambda d=domain: stores.client_for(d),
+                entities=registry.enabled_entities(domain),
+            )
         except ShopifyAuthError as exc:
             mark_reconnect_required(registry, domain, str(exc))
             outcome[domain] = {"error": str(exc)}

@@ -146,7 +146,11 @@ def check_health(
         else:
             token_detail = f"expires at {expiry.isoformat()}"
 
+    if entities is None:
+        entities = registry.enabled_entities(domain)  # what the inbound toggles let in
     needed = required_scopes(entities)
+    if registry.outbound_toggles(domain):
+        needed.add("write_customers")  # a "Sync data to Shopify" toggle is on
     missing = sorted(needed - granted) if granted is not None else []
     scopes_ok = granted is not None and not missing
     if granted is None:
@@ -157,7 +161,7 @@ def check_health(
         scopes_detail = "granted: " + ", ".join(sorted(needed))
 
     statuses = {e.entity: e for e in registry.entity_statuses(domain)}
-    wanted = entities if entities is not None else _all_entities()
+    wanted = entities
     not_done = [e for e in wanted if e not in statuses or statuses[e].last_bulk_sync_at is None]
     failed = [e for e in wanted if e in statuses and statuses[e].state is EntityState.FAILED]
     sync_ok = not not_done
@@ -188,12 +192,6 @@ def check_health(
     report = HealthReport(domain=domain, items=items, details=details, status=status, checked_at=utcnow())
     save_health(registry, report)
     return report
-
-
-def _all_entities() -> list[str]:
-    from pipelines.shopify.settings import ENTITY_SCOPES
-
-    return list(ENTITY_SCOPES)
 
 
 def save_health(registry: StoreRegistry, report: HealthReport) -> None:

@@ -142,3 +142,36 @@ class OutboundToggles(Base):
     sms_consent: Mapped[bool] = mapped_column(default=False)
     engagement: Mapped[bool] = mapped_column(default=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class InboundToggles(Base):
+    """The five "Sync data from Shopify" toggles of a store; all on by default.
+
+    A missing row means all on. ``customer_profiles`` gates the customers fetch,
+    ``orders`` the orders and abandoned-checkouts fetches, ``catalogue`` products and
+    collections; ``email_consent``/``sms_consent`` gate importing Shopify's consent states.
+    """
+
+    __tablename__ = "inbound_toggles"
+
+    store_domain: Mapped[str] = mapped_column(
+        ForeignKey("stores.domain", ondelete="CASCADE"), primary_key=True
+    )
+    customer_profiles: Mapped[bool] = mapped_column(default=True)
+    email_consent: Mapped[bool] = mapped_column(default=True)
+    sms_consent: Mapped[bool] = mapped_column(default=True)
+    orders: Mapped[bool] = mapped_column(default=True)
+    catalogue: Mapped[bool] = mapped_column(default=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class CustomerList(Base):
+    """A named customer list; assigned to at most one store, and a store has at most one."""
+
+    __tablename__ = "customer_lists"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    store_domain: Mapped[str | None] = mapped_column(
+        ForeignKey("stores.domain", ondelete="SET NULL"), unique=True, nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

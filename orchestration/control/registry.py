@@ -33,6 +33,23 @@ from orchestration.control.settings import ControlSettings
 
 DEFAULT_PROJECT = "default"
 
+# The five "Sync data from Shopify" toggles, on by default, with their product labels.
+INBOUND_TOGGLES: dict[str, str] = {
+    "customer_profiles": "Customer profiles",
+    "email_consent": "Email consent",
+    "sms_consent": "SMS consent",
+    "orders": "Orders, checkouts and carts",
+    "catalogue": "Product catalogue",
+}
+# Which inbound toggle gates each Shopify entity (in the initial sync's order).
+ENTITY_TOGGLES: dict[str, str] = {
+    "customers": "customer_profiles",
+    "orders": "orders",
+    "products": "catalogue",
+    "collections": "catalogue",
+    "abandoned_checkouts": "orders",
+}
+
 
 class RegistryError(RuntimeError):
     """An expected failure of a registry operation; ``str(exc)`` is the message to show."""
@@ -335,3 +352,90 @@ class StoreRegistry:
             for kind, on in changes.items():
                 setattr(row, columns[kind], bool(on))
         return self.outbound_toggles(domain)
+
+    # inbound toggles (Shopify → warehouse) and the customer list ----------------------------
+    def inbound_toggles(self, domain: str) -> set[str]:
+        """The enabled inbound kinds of a store: some of ``INBOUND_TOGGLES`` (all by default)."""
+        from orchestration.control.models import InboundToggles
+
+        with self.session() as s:
+            if s.get(Store, domain) is None:
+                raise StoreNotFound(f"Store {domain} is not registered.")
+            row = s.get(InboundToggles, domain)
+            if row is None:
+                return set(INBOUND_TOGGLES)
+            return {kind for kind in INBOUND_TOGGLES if getattr(row, kind)}
+
+    def set_inbound_toggles(self, domain: str, changes: dict[str, bool]) -> set[str]:
+        """Turn inbound kinds on or off; returns the enabled set."""
+        from orchestration.control.models import InboundToggles
+
+        unknown = sorted(set(changes) - set(INBOUND_TOGGLES))
+        if unknown:
+            raise RegistryError(f"Unknown inbound toggles {unknown}; known: {sorted(INBOUND_TOGGLES)}.")
+        with self.session() as s:
+            if s.get(Store, domain) is None:
+                raise StoreNotFound(f"Store {domain} is not registered.")
+            row = s.get(InboundToggles, domain)
+            if row is None:
+                row = InboundToggles(store_domain=domain, **dict.fromkeys(INBOUND_TOGGLES, True))
+                s.add(row)
+            for kind, on in changes.items():
+                setattr(row, kind, bool(on))
+        return self.inbound_toggles(domain)
+
+    def enabled_entities(self, domain: str) -> list[str]:
+        """The Shopify entities the store's inbound toggles let shopsync fetch, in sync order."""
+        on = self.inbound_toggles(domain)
+        return [e for e, kind in ENTITY_TOGGLES.items() if kind in on]
+
+    def customer_list(self, domain: str) -> str | None:
+        """The name of the customer list assigned to the store, if any."""
+        from orchestration.control.models import CustomerList
+
+        with self.session() as s:
+            row = s.scalars(select(CustomerList).where(CustomerList.store_domain == domain)).first()
+            return None if row is None else row.name
+
+    def customer_lists(self) -> dict[str, str]:
+        """Store domain → its customer list, for every store that has one."""
+        from orchestration.control.models import CustomerList
+
+        with self.session() as s:
+            rows = s.scalars(select(CustomerList).where(CustomerList.store_domain.is_not(None))).all()
+            return {str(r.store_domain): r.name for r in rows}
+
+    def assign_customer_list(self, domain: str, name: str | None) -> str | None:
+        """Assign the list ``name`` to the store (created if new), or unassign with None.
+
+        A list belongs to one store: assigning a list another store holds is refused.
+        """
+        from orchestration.control.models import CustomerList
+
+        clean = (name or "").strip()
+        if name is not None and not clean:
+            raise RegistryError("A customer list needs a name.")
+        if len(clean) > 100:
+            raise RegistryError("A customer list name cannot exceed 100 characters.")
+        with self.session() as s:
+            if s.get(Store, domain) is None:
+                raise StoreNotFound(f"Store {domain} is not registered.")
+            current = s.scalars(select(CustomerList).where(CustomerList.store_domain == domain)).first()
+            if name is None:
+                if current is not None:
+                    current.store_domain = None
+                return None
+            target = s.get(CustomerList, clean)
+            if target is not None and target.store_domain not in (None, domain):
+                raise RegistryError(
+                    f'The list "{clean}" is already assigned to {target.store_domain}; '
+                    "a list can be assigned to one store only. Choose another list or unassign it there first."
+                )
+            if current is not None and current is not target:
+                current.store_domain = None
+                s.flush()
+            if target is None:
+                target = CustomerList(name=clean)
+                s.add(target)
+            target.store_domain = domain
+        return clean

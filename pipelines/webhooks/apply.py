@@ -18,7 +18,7 @@ state, which the loader's merge on ``(shop, id)`` absorbs.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -143,8 +143,12 @@ def apply_pending(
     client_factory: ClientFactory,
     *,
     now: datetime | None = None,
+    entities: Collection[str] | None = None,
 ) -> ApplyResult:
     """Apply every pending webhook batch of ``shop``; return what was landed.
+
+    ``entities``: the entities the store's inbound toggles let in (None = all); deliveries
+    about the others are acknowledged and counted as ignored.
 
     ``client_factory`` is called only if a record must be re-read. Errors of the client
     (``ShopifyError``) propagate and leave the webhook batches pending for the next pass.
@@ -174,6 +178,9 @@ def apply_pending(
                 result.ignored += 1
                 continue
             action, entity, gid = decided
+            if entities is not None and entity not in entities:
+                result.ignored += 1
+                continue
             if actions.get(gid, ("", ""))[1] != "delete":
                 actions[gid] = (entity, action)
             if action == "delete" and triggered is not None:

@@ -384,3 +384,19 @@ def test_sensor_applies_webhooks_for_the_landing_loader(ops: Ops) -> None:
     assert ops.sql("SELECT title FROM shopify.products WHERE shop = ? AND id = ?", shop, first) == [
         ("Sensor Title",)
     ]
+
+
+def test_webhooks_of_an_entity_turned_off_are_acknowledged_and_not_applied(ops: Ops) -> None:
+    shop = ops.shops[0]["domain"]
+    first = ops.control("GET", f"/shops/{ops.handle(0)}/records/customers?limit=1").json()[0]["id"]
+    ops.registry.set_inbound_toggles(shop, {"customer_profiles": False})
+    ops.control("PATCH", f"/shops/{ops.handle(0)}/records/customers/{first}", {"first_name": "NotImported"})
+    ops.wait_webhooks(shop, "customers/update")
+    outcome = apply_and_load(ops.registry, ops.data_dir)
+    assert outcome[shop]["refetched"] == 0 and outcome[shop]["deliveries"] >= 1, outcome
+    assert ops.sql("SELECT first_name FROM shopify.customers WHERE shop = ? AND id = ?", shop, first) != [
+        ("NotImported",)
+    ]
+    # applied (acknowledged), not kept waiting: turning the toggle on does not replay it
+    ops.registry.set_inbound_toggles(shop, {"customer_profiles": True})
+    assert apply_and_load(ops.registry, ops.data_dir)[shop]["deliveries"] == 0

@@ -28,9 +28,11 @@ from transforms.identity.sources import records_from_shopify
 from transforms.metrics import MetricsInputError, contact_value, customer_metrics
 from transforms.warehouse_inputs import (
     customer_keys,
+    drop_disabled_consent,
     engagement_frame,
     orders_with_contacts,
     shopify_consent_columns,
+    with_customer_lists,
 )
 
 EAGER = dg.AutomationCondition.eager()
@@ -278,7 +280,9 @@ def consent_assets(
         events = engagement_frame(wio.engagement_events(con), intelligence.default_region)
         observations = pl.concat(
             [
-                consent_tf.shopify_observations(shopify_consent_columns(customers)),
+                consent_tf.shopify_observations(
+                    drop_disabled_consent(shopify_consent_columns(customers), wio.store_settings(con))
+                ),
                 consent_tf.engagement_observations(
                     events, customer_keys(customers, intelligence.default_region)
                 ),
@@ -358,6 +362,7 @@ def contacts_asset(context: dg.AssetExecutionContext, paths: SyncPaths) -> dg.Ma
             field_ownership(),
             previous if previous.height else None,
         )
+        contacts = with_customer_lists(contacts, wio.store_settings(con))
         wio.write_tables(con, {"core.contacts": contacts, "core.contact_blocked_overwrites": blocked})
     finally:
         con.close()

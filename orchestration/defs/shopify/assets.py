@@ -15,6 +15,7 @@ import dagster as dg
 from pydantic import Field
 
 from orchestration.control import EntityState, StoreStatus
+from orchestration.control.registry import ENTITY_TOGGLES, INBOUND_TOGGLES
 from orchestration.control.status import mark_reconnect_required, mark_sync_failed, mark_sync_succeeded
 from orchestration.defs.instance import WAREHOUSE_POOL
 from orchestration.defs.shopify.checks import live_rows_by_shop
@@ -26,6 +27,7 @@ from pipelines.loader_specs import SPECS
 from pipelines.shopify.client import ShopifyAuthError, ShopifyError
 from pipelines.shopify.fetch import FetchResult, fetch_entity
 from pipelines.shopify.preflight import ORDERS_WINDOW_MESSAGE
+from pipelines.warehouse_io import save_store_settings
 
 # What each entity's data means to the business; shown as the assets' descriptions.
 FETCH_DOCS: dict[str, str] = {
@@ -125,6 +127,15 @@ def build_fetch_asset(entity: str) -> dg.AssetsDefinition:
         status = registry.entity_status(shop, entity)
         modes = choose_modes(config, None if status is None else status.last_bulk_sync_at)
         client = stores.client_for(shop)
+        if entity not in registry.enabled_entities(shop):
+            label = INBOUND_TOGGLES[ENTITY_TOGGLES[entity]]
+            # Off means not imported: nothing is fetched or loaded, data already held stays.
+            context.log.info(
+                f"{shop}: {entity} not fetched, the '{label}' toggle is off "
+                f"(shopsync stores settings {shop} --sync-{ENTITY_TOGGLES[entity].replace('_', '-')} on)"
+            )
+            client.close()
+            return
         registry.mark_entity(shop, entity, EntityState.SYNCING)
         started = datetime.now(UTC)
         results: list[FetchResult] = []
@@ -209,6 +220,14 @@ def build_table_asset(entity: str) -> dg.AssetsDefinition:
         except Exception as exc:
             registry.mark_entity(shop, entity, EntityState.FAILED, error=f"Load failed: {exc}")
             raise
+        # The toggles and list the intelligence transforms honour travel with the data.
+        save_store_settings(
+            paths.warehouse_path,
+            shop,
+            registry.inbound_toggles(shop),
+            registry.customer_list(shop),
+            at=datetime.now(UTC),
+        )
         status = registry.entity_status(shop, entity)
         if status is not None and status.state is EntityState.SYNCING:
             # A fetch that missed data left the entity Failed; loading its partial data

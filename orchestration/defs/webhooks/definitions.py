@@ -40,7 +40,10 @@ def webhook_apply_sensor(
             continue
         try:
             result = apply_pending(
-                paths.landing_path, store.domain, lambda d=store.domain: stores.client_for(d)
+                paths.landing_path,
+                store.domain,
+                lambda d=store.domain: stores.client_for(d),
+                entities=registry.enabled_entities(store.domain),
             )
         except ShopifyAuthError as exc:
             mark_reconnect_required(registry, store.domain, str(exc))
