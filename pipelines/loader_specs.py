@@ -36,7 +36,7 @@ def ts(expr: pl.Expr | str) -> pl.Expr:
 
 
 def amount(expr: pl.Expr) -> pl.Expr:
-    """A decimal-string money amount as DECIMAL(18,2), parsed from the string, never via float."""
+    """A decimal-string money amount as DECIMAL(18,3), parsed from the string, never via float."""
     return expr.struct.field("amount").cast(MONEY)
 
 

@@ -3,9 +3,9 @@
 Two kinds of schema live here:
 
 - ``WAREHOUSE``: every ``shopify.*`` table as a Polars schema (snake_case, numeric ids from
-  the gids, money as ``Decimal(18, 2)`` in shop and presentment currency, timestamps as UTC
+  the gids, money as ``Decimal(18, 3)`` in shop and presentment currency, timestamps as UTC
   ``Datetime``). The loader conforms every frame it writes to these, so the DuckDB types
-  follow from them (dlt maps Decimal → DECIMAL(18,2), tz-aware Datetime → TIMESTAMPTZ, and
+  follow from them (dlt maps Decimal → DECIMAL(18,3), tz-aware Datetime → TIMESTAMPTZ, and
   list columns → JSON).
 - ``LANDING``: per entity, the Polars schema that reads a landing batch (Shopify bulk-JSONL,
   camelCase, nested objects inline). One schema per entity file covers the parent type and
@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import polars as pl
 
-MONEY = pl.Decimal(18, 2)
+# Three decimals: Shopify amounts in BHD, IQD, JOD, KWD, LYD, OMR and TND carry three, and a
+# cast to fewer silently truncates them.
+MONEY = pl.Decimal(18, 3)
 TS = pl.Datetime("us", "UTC")
 TAGS = pl.List(pl.String)
 

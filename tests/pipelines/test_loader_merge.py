@@ -351,7 +351,7 @@ def test_money_is_decimal_and_exact(paths: tuple[Path, Path]) -> None:
             "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'orders'",
         )
     )
-    assert types["total_price"] == "DECIMAL(18,2)" and types["total_price_presentment"] == "DECIMAL(18,2)"
+    assert types["total_price"] == "DECIMAL(18,3)" and types["total_price_presentment"] == "DECIMAL(18,3)"
     assert types["updated_at"] == "TIMESTAMP WITH TIME ZONE"
     assert query(warehouse, "SELECT sum(total_price) FROM shopify.orders WHERE id <= 10") == [
         (Decimal("1.00"),)
@@ -365,6 +365,10 @@ def test_money_is_decimal_and_exact(paths: tuple[Path, Path]) -> None:
     assert query(warehouse, "SELECT sum(original_unit_price) FROM shopify.order_line_items") == [
         (Decimal("0.07"),)
     ]
+    # Three-decimal currencies (KWD, BHD, ...) keep their third decimal.
+    land(root, "orders", [order(30, total="12.345")])
+    load_pending(warehouse, root)
+    assert query(warehouse, "SELECT total_price FROM shopify.orders WHERE id = 30") == [(Decimal("12.345"),)]
 
 
 def test_two_shops_do_not_interfere(paths: tuple[Path, Path]) -> None:
