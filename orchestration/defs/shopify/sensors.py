@@ -102,6 +102,7 @@ def _busy_loads(instance: dg.DagsterInstance) -> set[tuple[str, str]]:
 @dg.sensor(
     job=load_job,
     minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
     description="Turns new landing batches (webhooks, fetches run alone) into load runs per store and entity.",
 )
 def landing_batches_sensor(context: dg.SensorEvaluationContext, paths: SyncPaths) -> dg.SensorResult:

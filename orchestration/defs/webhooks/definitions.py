@@ -23,6 +23,7 @@ PAUSED = (StoreStatus.DISCONNECTED, StoreStatus.RECONNECT_REQUIRED)
 
 @dg.sensor(
     minimum_interval_seconds=10,
+    default_status=dg.DefaultSensorStatus.RUNNING,
     description="Applies received Shopify webhooks (re-read changed records, land deletes) for syncing stores; "
     "the landing sensor then loads what landed.",
 )
