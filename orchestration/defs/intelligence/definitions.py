@@ -10,7 +10,6 @@ from orchestration.defs.intelligence.resources import IntelligenceSettings
 from orchestration.defs.intelligence.schedules import intelligence_job, nightly_intelligence_schedule
 from orchestration.defs.shopify.resources import SyncPaths
 
-
 # The intelligence assets are eager: a load of any store's customers or orders brings identity,
 # metrics, consent, contacts and the snapshot up to date. This sensor evaluates those
 # conditions; it runs by default so "updated after loads" holds without a click in the UI.
