@@ -44,3 +44,42 @@ def test_a_load_makes_the_eager_intelligence_assets_due(harness_factory: Any) ->
     assert result.success
     quiet = dg.evaluate_automation_conditions(defs=defs, instance=h.instance, cursor=after_load.cursor)
     assert SNAPSHOT_KEY not in {r.key for r in quiet.results if r.true_subset.size}
+
+
+@pytest.mark.slow
+def test_the_store_health_check_runs_per_partition_and_moves_the_status(harness_factory: Any) -> None:  # noqa: F811
+    from orchestration.control import StoreStatus
+    from orchestration.defs.shopify.jobs import STORE_HEALTH_CHECK_KEY
+
+    h = harness_factory(stores=2, customers=10, seed=14)
+    shop, other = h.domains
+    job = h.defs.resolve_job_def("store_health")
+
+    def run(domain: str) -> dg.AssetCheckEvaluation:
+        result = job.execute_in_process(instance=h.instance, partition_key=domain)
+        (evaluation,) = result.get_asset_check_evaluations()
+        assert evaluation.asset_check_key == STORE_HEALTH_CHECK_KEY
+        return evaluation
+
+    # before any sync the initial-sync item fails and says what to do
+    fresh = run(shop)
+    assert not fresh.passed and "Initial sync complete" in (fresh.description or "")
+    h.sync(shop)
+    healthy = run(shop)
+    assert healthy.passed, healthy.description
+    assert healthy.metadata["status"].value == "Connected"
+    assert str(healthy.metadata["API responding"].value).startswith("pass")
+
+    handle = shop.removesuffix(".myshopify.com")
+    h.control("POST", f"/shops/{handle}/tokens/revoke", {"all": True})
+    revoked = run(shop)
+    assert not revoked.passed and "reconnect" in (revoked.description or "").lower()
+    assert h.registry.get_store(shop).status is StoreStatus.RECONNECT_REQUIRED
+    # one store's partition never touches another's status
+    assert h.registry.get_store(other).status is StoreStatus.CONNECTED
+
+    # the health check is not part of a sync run (it would see the initial sync unfinished)
+    result = h.sync(other)
+    assert result.get_asset_check_evaluations() and all(
+        e.asset_check_key != STORE_HEALTH_CHECK_KEY for e in result.get_asset_check_evaluations()
+    )

@@ -44,6 +44,10 @@ def fetch_run_config(
     )
 
 
+# The store's health (orchestration/defs/shopify/health.py): its own asset and job, never part
+# of a sync run, where "initial sync complete" would still be false.
+STORE_HEALTH_CHECK_KEY = dg.AssetCheckKey(dg.AssetKey(["shopify", "store_health"]), "store_ready")
+
 sync_job = dg.define_asset_job(
     name="shopify_sync",
     selection=dg.AssetSelection.assets(*[fetch_key(e) for e in SHOPIFY_ENTITIES])
