@@ -24,6 +24,7 @@ from orchestration.defs.shopify.schedules import incremental_sync_schedule, nigh
 from orchestration.defs.shopify.sensors import (
     LoadRequest,
     PendingBatch,
+    busy_loads,
     landing_batches_sensor,
     parse_cursor,
     plan_load_requests,
@@ -200,6 +201,21 @@ def test_sensor_plans_loads_from_batch_ids(
     requests, next_cursor = plan_load_requests(pending, parse_cursor(cursor), busy)
     assert [(r.shop, r.entity, r.batch_ids) for r in requests] == expected
     assert sorted(parse_cursor(next_cursor)) == sorted(next_requested)
+
+
+def test_a_whole_store_run_without_an_asset_subset_keeps_its_entities_busy() -> None:
+    """A re-sync launched from the UI has no asset subset; its own loads take its batches."""
+    runs = [
+        dg.DagsterRun(job_name="shopify_resync", tags={"dagster/partition": A}),
+        dg.DagsterRun(
+            job_name="__ASSET_JOB",
+            tags={"dagster/partition": B},
+            asset_selection=frozenset({table_key("orders"), dg.AssetKey(["shopify", "landing", "orders"])}),
+        ),
+        dg.DagsterRun(job_name="intelligence_refresh"),
+        dg.DagsterRun(job_name="some_other_job", tags={"dagster/partition": B}),
+    ]
+    assert busy_loads(runs) == {(A, e) for e in SHOPIFY_ENTITIES} | {(B, "orders")}
 
 
 def test_run_keys_derive_from_batch_ids_only() -> None:

@@ -11,7 +11,7 @@ from orchestration.defs.shopify.health import (
     store_health,
     store_health_job,
 )
-from orchestration.defs.shopify.jobs import load_job, sync_job
+from orchestration.defs.shopify.jobs import load_job, resync_job, sync_job
 from orchestration.defs.shopify.resources import ShopifyStores, SyncPaths
 from orchestration.defs.shopify.schedules import incremental_sync_schedule, nightly_reconciliation_schedule
 from orchestration.defs.shopify.sensors import landing_batches_sensor
@@ -22,7 +22,7 @@ def build_shopify_defs(stores: ShopifyStores | None = None, paths: SyncPaths | N
     return dg.Definitions(
         assets=[*fetch_assets, *table_assets, store_health],
         asset_checks=table_checks,
-        jobs=[sync_job, load_job, store_health_job],
+        jobs=[sync_job, resync_job, load_job, store_health_job],
         schedules=[incremental_sync_schedule, nightly_reconciliation_schedule, daily_store_health_schedule],
         sensors=[landing_batches_sensor],
         resources={"stores": stores or ShopifyStores(), "paths": paths or SyncPaths()},

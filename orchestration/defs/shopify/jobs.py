@@ -57,6 +57,20 @@ sync_job = dg.define_asset_job(
     description="Fetch every entity of one store into the landing zone, then load it into the warehouse.",
 )
 
+# The product's Re-sync as its own job, so the UI offers it directly: pick the store's
+# partition in the launchpad and launch; the config already asks for a full bulk export
+# plus reconciliation of every entity (editable there like any run config).
+resync_job = dg.define_asset_job(
+    name="shopify_resync",
+    selection=sync_job.selection,
+    partitions_def=stores_partitions,
+    config=fetch_run_config(full=True),
+    description=(
+        "Re-sync one store: a full bulk export of every entity plus reconciliation, merged by Shopify id "
+        "(safe to repeat; rows missing from the export are marked deleted)."
+    ),
+)
+
 load_job = dg.define_asset_job(
     name="shopify_load",
     selection=dg.AssetSelection.assets(*[table_key(e) for e in SHOPIFY_ENTITIES]),

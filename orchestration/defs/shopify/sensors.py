@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import dagster as dg
 
 from orchestration.defs.logs import with_run_logging
-from orchestration.defs.shopify.jobs import load_job, op_name_for
+from orchestration.defs.shopify.jobs import load_job, op_name_for, resync_job, sync_job
+from orchestration.defs.shopify.partitions import SHOPIFY_ENTITIES
 from orchestration.defs.shopify.resources import SyncPaths
 from pipelines.landing import ENGAGEMENT, pending_batches
 
@@ -87,16 +88,30 @@ def plan_load_requests(
     return requests, json.dumps({"requested": sorted(still_requested)})
 
 
-def _busy_loads(instance: dg.DagsterInstance) -> set[tuple[str, str]]:
+# Jobs whose whole selection loads every entity: a run of one of them (launched from the UI
+# or the CLI, so without an asset subset) will load what its own fetches land.
+_WHOLE_STORE_JOBS = frozenset({sync_job.name, resync_job.name, load_job.name})
+
+
+def busy_loads(runs: Iterable[dg.DagsterRun]) -> set[tuple[str, str]]:
+    """(shop, entity) pairs that an in-flight run is already going to load."""
     busy: set[tuple[str, str]] = set()
-    for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT), limit=200):
+    for run in runs:
         shop = run.tags.get("dagster/partition")
-        if not shop or not run.asset_selection:
+        if not shop:
+            continue
+        if run.asset_selection is None:
+            if run.job_name in _WHOLE_STORE_JOBS:
+                busy.update((shop, entity) for entity in SHOPIFY_ENTITIES)
             continue
         for key in run.asset_selection:
             if len(key.path) == 2 and key.path[0] == "shopify":
                 busy.add((shop, key.path[1]))
     return busy
+
+
+def _busy_loads(instance: dg.DagsterInstance) -> set[tuple[str, str]]:
+    return busy_loads(instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT), limit=200))
 
 
 @dg.sensor(
