@@ -16,11 +16,10 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/shopsync demo
 
-# The Dagster UI on the instance the demo wrote to (.dagster_home/), with the shopsync code location.
+# The demo again, then the Dagster UI on it with its local Shopify still running, so every
+# button works (materialise, backfill, re-sync a store); Ctrl-C stops both.
 ui: $(VENV)/.installed
-	mkdir -p .dagster_home
-	test -f .dagster_home/dagster.yaml || cp orchestration/dagster_home/dagster.yaml .dagster_home/dagster.yaml
-	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/shopsync demo --ui
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest

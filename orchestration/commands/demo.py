@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,7 +23,7 @@ import click
 
 DEFAULT_DATA_DIR = Path("data/demo")
 _MARKER = ".shopsync-demo"
-UI_COMMAND = "make ui   (or, from the repo root: .venv/bin/dagster dev)"
+UI_COMMAND = "make ui   (the demo again, then the Dagster UI on it: shopsync demo --ui)"
 # The fetch reads customer metafields in shopsync's own namespace only (the ones reverse
 # sync writes); the devstore's merchant metafields live in ``custom``, so a fresh demo
 # store has none to sync and the count of 0 is expected.
@@ -45,8 +48,19 @@ def _fresh_data_dir(data_dir: Path) -> None:
     (data_dir / _MARKER).write_text("created by `shopsync demo`; emptied on every demo run\n")
 
 
-def run_demo(stores: int, customers: int, seed: int, data_dir: Path) -> dict[str, Any]:
-    """Run the whole demo and return its summary (see ``--json``)."""
+def run_demo(
+    stores: int,
+    customers: int,
+    seed: int,
+    data_dir: Path,
+    *,
+    keep_serving: contextlib.ExitStack | None = None,
+) -> dict[str, Any]:
+    """Run the whole demo and return its summary (see ``--json``).
+
+    With ``keep_serving`` the devstore stays up after the syncs (it stops when that stack
+    closes), so the stores the demo registered can still be synced from the Dagster UI.
+    """
     from devstore.server import create_world, start_in_thread
     from orchestration.control import ControlSettings, StoreRegistry
     from orchestration.defs.instance import local_instance
@@ -67,6 +81,8 @@ def run_demo(stores: int, customers: int, seed: int, data_dir: Path) -> dict[str
 
     world = create_world(stores=stores, customers=customers, seed=seed)
     devstore = start_in_thread(world)
+    if keep_serving is not None:
+        keep_serving.callback(devstore.stop)
     runs: list[dict[str, Any]] = []
     try:
         shops = devstore.shops
@@ -105,7 +121,8 @@ def run_demo(stores: int, customers: int, seed: int, data_dir: Path) -> dict[str
         # from several threads (the daemon runs stores side by side in production).
         runs = [sync(shop) for shop in shops]
     finally:
-        devstore.stop()
+        if keep_serving is None:
+            devstore.stop()
     if all(run["success"] for run in runs):
         runs.append(_refresh_intelligence(instance, paths))
 
@@ -282,16 +299,60 @@ def _print_summary(summary: dict[str, Any]) -> None:
     help="The demo's own folder (emptied on every run): control DB, landing zone, warehouse.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the summary.")
-def command(stores: int, customers: int, seed: int, data_dir: Path, as_json: bool) -> None:
+@click.option(
+    "--ui",
+    is_flag=True,
+    help="Afterwards keep the local Shopify running and start the Dagster UI on the demo (Ctrl-C stops both).",
+)
+@click.option(
+    "--ui-port", default=3000, show_default=True, type=click.IntRange(1, 65535), help="Port of the UI."
+)
+def command(
+    stores: int, customers: int, seed: int, data_dir: Path, as_json: bool, ui: bool, ui_port: int
+) -> None:
     """Start a local Shopify, sync it end to end through Dagster and print a summary."""
     if not as_json:
         click.echo(f"Starting a devstore with {stores} stores of ~{customers} customers and syncing them ...")
-    # Keep stdout for the summary: anything the libraries print goes to stderr.
-    with contextlib.redirect_stdout(sys.stderr):
-        summary = run_demo(stores, customers, seed, data_dir)
-    if as_json:
-        click.echo(json.dumps(summary, indent=None, sort_keys=True))
-    else:
-        _print_summary(summary)
-    if not all(run["success"] for run in summary["runs"]):
-        raise SystemExit(1)
+    with contextlib.ExitStack() as serving:
+        # Keep stdout for the summary: anything the libraries print goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = run_demo(stores, customers, seed, data_dir, keep_serving=serving if ui else None)
+        if as_json:
+            click.echo(json.dumps(summary, indent=None, sort_keys=True))
+        else:
+            _print_summary(summary)
+        if not all(run["success"] for run in summary["runs"]):
+            raise SystemExit(1)
+        if ui:
+            raise SystemExit(serve_ui(Path(summary["dagster_home"]), data_dir.resolve(), ui_port))
+
+
+def serve_ui(dagster_home: Path, data_dir: Path, port: int) -> int:
+    """Run ``dagster dev`` (webserver and daemon) on the demo's instance and data until interrupted.
+
+    The code location reads the demo's control database, landing zone and warehouse through
+    ``SHOPSYNC_DATA_DIR``; the devstore keeps serving in this process meanwhile, so a store's
+    re-sync launched from the UI reaches its (local) Shopify.
+    """
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "SHOPSYNC_DATA_DIR": str(data_dir)}
+    env.pop("SHOPSYNC_CONTROL_URL", None)  # the demo's stores live in its own control database
+    dagster = Path(sys.executable).with_name("dagster")
+    argv = [str(dagster), "dev", "-m", "orchestration.definitions", "-h", "127.0.0.1", "-p", str(port)]
+    click.echo(
+        f"\nDagster UI: http://127.0.0.1:{port}   (the local Shopify keeps running; Ctrl-C stops both)"
+    )
+    child = subprocess.Popen(argv, env=env)
+
+    def _stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # a terminated demo takes its UI down with it
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.send_signal(signal.SIGINT)  # dagster dev shuts its webserver and daemon down on SIGINT
+        try:
+            return child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            return child.wait()
