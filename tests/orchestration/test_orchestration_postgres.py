@@ -1,4 +1,4 @@
-"""The production setup on the machine's PostgreSQL: the store registry and the dagster.yaml example."""
+"""The production setup on the machine's PostgreSQL: the control plane, and a store's sync on deploy/dagster.yaml."""
 
 from __future__ import annotations
 
@@ -8,12 +8,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pytest
 import sqlalchemy as sa
 
+from devstore.server import RunningDevstore
 from orchestration.control import ControlSettings, EntityState, StoreRegistry, StoreStatus
 from orchestration.defs.instance import WAREHOUSE_POOL, ensure_warehouse_pool
-from orchestration.defs.shopify.partitions import STORES_PARTITION, add_store_partition
+from orchestration.defs.shopify.definitions import build_shopify_defs
+from orchestration.defs.shopify.jobs import table_key
+from orchestration.defs.shopify.partitions import SHOPIFY_ENTITIES, STORES_PARTITION, add_store_partition
+from orchestration.defs.shopify.resources import ShopifyStores, SyncPaths
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
@@ -22,9 +27,7 @@ TOKEN = "shpat_pg0123456789abcdef0123456789ab"
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture
-def database() -> Iterator[str]:
-    """A fresh database on the local server, dropped afterwards."""
+def _fresh_database() -> Iterator[str]:
     name = f"shopsync_test_{secrets.token_hex(4)}"
     admin = sa.create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
     with admin.connect() as con:
@@ -41,6 +44,12 @@ def database() -> Iterator[str]:
             )
             con.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A fresh database on the local server, dropped afterwards."""
+    yield from _fresh_database()
 
 
 def test_store_registry_on_postgres_keeps_tokens_encrypted(database: str, tmp_path: Path) -> None:
@@ -62,9 +71,14 @@ def test_store_registry_on_postgres_keeps_tokens_encrypted(database: str, tmp_pa
     reopened.close()
 
 
-def test_production_dagster_yaml_runs_on_postgres(
-    database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def control_database() -> Iterator[str]:
+    """A second fresh database: the control plane beside the Dagster instance, as in production."""
+    yield from _fresh_database()
+
+
+def _production_instance(database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A DAGSTER_HOME holding exactly deploy/dagster.yaml, its PostgreSQL credentials in the env."""
     for key, value in {
         "DAGSTER_PG_HOST": "127.0.0.1",
         "DAGSTER_PG_PORT": "5432",
@@ -76,22 +90,95 @@ def test_production_dagster_yaml_runs_on_postgres(
     home = tmp_path / "home"
     home.mkdir()
     shutil.copyfile(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+@pytest.mark.slow
+def test_a_store_sync_runs_on_the_production_instance_and_reads_back(
+    database: str,
+    control_database: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    devstore: RunningDevstore,
+) -> None:
+    home = _production_instance(database, tmp_path, monkeypatch)
+    control_url = f"postgresql://postgres@127.0.0.1:5432/{control_database}"
+    shop = devstore.shops[0]
+    domain = shop["domain"]
+    registry = StoreRegistry(ControlSettings(data_dir=tmp_path, control_url=control_url))
+    registry.connect_store(
+        domain, access_token=shop["access_token"], api_base_url=shop["base_url"], scopes=shop["scopes"]
+    )
+    registry.close()
+
     instance = dg.DagsterInstance.from_config(str(home))
     try:
-        assert add_store_partition(instance, "pg-shop.myshopify.com")
-        assert not add_store_partition(instance, "pg-shop.myshopify.com")
-        assert instance.get_dynamic_partitions(STORES_PARTITION) == ["pg-shop.myshopify.com"]
+        assert add_store_partition(instance, domain)
         ensure_warehouse_pool(instance)
-        assert instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL).slot_count == 1
+        paths = SyncPaths.under(tmp_path)
+        stores = ShopifyStores(data_dir=str(tmp_path), control_url=control_url, bulk_poll_interval_s=0.05)
+        job = build_shopify_defs(stores, paths).resolve_job_def("shopify_sync")
+        result = job.execute_in_process(instance=instance, partition_key=domain, raise_on_error=False)
+        assert result.success, [e.event_specific_data for e in result.all_events if e.is_failure]
+    finally:
+        instance.dispose()
 
-        @dg.asset(pool=WAREHOUSE_POOL)
-        def probe() -> int:
-            return 1
+    # Another process's view: a new instance object on the same database reads the run back.
+    reopened = dg.DagsterInstance.from_config(str(home))
+    try:
+        runs = reopened.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": domain}))
+        assert [(r.run_id, r.job_name, r.status) for r in runs] == [
+            (result.run_id, "shopify_sync", dg.DagsterRunStatus.SUCCESS)
+        ]
+        assert reopened.get_dynamic_partitions(STORES_PARTITION) == [domain]
+        for entity in SHOPIFY_ENTITIES:
+            event = reopened.get_latest_materialization_event(table_key(entity))
+            assert event is not None and event.run_id == result.run_id, entity
+            assert event.asset_materialization is not None
+            assert event.asset_materialization.partition == domain
+        # the load steps gave their warehouse slot back
+        assert reopened.event_log_storage.get_concurrency_info(WAREHOUSE_POOL).active_slot_count == 0
+    finally:
+        reopened.dispose()
 
-        result = dg.materialize([probe], instance=instance)
-        assert result.success
-        assert instance.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.SUCCESS
-        # the slot is free again once the run ended
-        assert instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL).active_slot_count == 0
+    state = devstore.world.shop(domain)
+    assert state is not None
+    con = duckdb.connect(str(paths.warehouse_path), read_only=True)
+    try:
+        loaded = con.execute(
+            "SELECT count(*) FROM shopify.customers WHERE shop = ? AND _deleted_at IS NULL", [domain]
+        ).fetchone()
+    finally:
+        con.close()
+    assert loaded is not None and loaded[0] == len(state.records["customers"]) > 0
+    registry = StoreRegistry(ControlSettings(data_dir=tmp_path, control_url=control_url))
+    try:
+        assert {e.entity: e.state for e in registry.entity_statuses(domain)} == dict.fromkeys(
+            SHOPIFY_ENTITIES, EntityState.SYNCED
+        )
+        assert registry.get_store(domain).status is StoreStatus.CONNECTED
+    finally:
+        registry.close()
+
+
+@pytest.mark.parametrize("ending", ["failed", "canceled"])
+def test_pool_slots_of_failed_or_cancelled_runs_are_freed_on_postgres(
+    database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    home = _production_instance(database, tmp_path, monkeypatch)
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        ensure_warehouse_pool(instance)
+        storage = instance.event_log_storage
+        assert storage.get_concurrency_info(WAREHOUSE_POOL).slot_count == 1
+        run = instance.create_run_for_job(dg.GraphDefinition(name="load_that_died").to_job())
+        assert storage.claim_concurrency_slot(WAREHOUSE_POOL, run.run_id, "load").is_claimed
+        if ending == "failed":
+            instance.report_run_failed(run)
+        else:
+            instance.report_run_canceled(run)
+        assert storage.get_concurrency_info(WAREHOUSE_POOL).active_slot_count == 1
+        ensure_warehouse_pool(instance)
+        assert storage.get_concurrency_info(WAREHOUSE_POOL).active_slot_count == 0
     finally:
         instance.dispose()
