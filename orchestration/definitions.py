@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from orchestration.control import ControlSettings
+from orchestration.defs.freshness import with_freshness
 from orchestration.defs.intelligence.definitions import build_intelligence_defs
 from orchestration.defs.logs import LOGGERS
 from orchestration.defs.ops.assets import build_ops_defs
@@ -29,7 +32,7 @@ def defs() -> dg.Definitions:
     # One instance: merged Definitions must share a resource object. Read when the code
     # location loads, so each location can serve its own data folder.
     paths = SyncPaths.under(ControlSettings().data_dir)
-    return dg.Definitions.merge(
+    merged = dg.Definitions.merge(
         build_shopify_defs(paths=paths),
         build_intelligence_defs(paths),
         build_webhook_defs(),
@@ -37,3 +40,6 @@ def defs() -> dg.Definitions:
         build_ops_defs(paths),
         dg.Definitions(loggers=LOGGERS, executor=STEP_EXECUTOR),
     )
+    with warnings.catch_warnings():  # the mapping API is marked preview; its behaviour is what we test
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return merged.map_resolved_asset_specs(func=with_freshness)

@@ -29,6 +29,8 @@ def _evaluate(h: Any, **settings: Any) -> tuple[dict[str, Any], pl.DataFrame]:
     )
     assert result.success
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    (materialization,) = result.asset_materializations_for_node("ops__sync_health")
+    h.health_metadata = {k: v.value for k, v in materialization.metadata.items()}
     con = duckdb.connect(str(h.paths.warehouse_path), read_only=True)
     try:
         latest = pl.from_arrow(
@@ -70,6 +72,12 @@ def test_lag_consent_errors_and_dead_letters_turn_the_checks_red(harness_factory
     used = figures.filter((pl.col("metric") == "api_points_used") & (pl.col("shop") == shop))["value"][0]
     utilisation = figures.filter(pl.col("metric") == "api_utilisation")["value"][0]
     assert used > 0 and 0 < utilisation < 1
+    # the same figures as the asset's metadata, per store / entity / event type
+    metadata = h.health_metadata
+    assert metadata["api_points_used"][shop] == pytest.approx(used, abs=1e-3)
+    assert metadata["api_points_available"][shop] > used
+    assert set(metadata["lag_p50_s"]) >= {f"{shop}/customers/create", f"{shop}/customers/update"}
+    assert metadata["consent_push_errors"] == {shop: 0} and metadata["dead_letters"] == {shop: 0}
     assert figures.filter(pl.col("metric") == "identity_email_match_rate").is_empty()  # no identity run yet
 
     # A service level nothing can meet; a consent push that failed for the fifth time.

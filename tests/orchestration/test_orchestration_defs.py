@@ -308,3 +308,21 @@ def test_fetch_of_an_unknown_or_paused_store_fails_with_what_to_do(tmp_path: Pat
         assert message in str(caught.value.description)
         assert fix in str(caught.value.description)
     assert registry.entity_status(A, "customers") is None  # nothing started
+
+
+def test_every_pipeline_asset_has_a_freshness_window_and_pushes_have_none() -> None:
+    from datetime import timedelta
+
+    from orchestration.definitions import defs as load_defs
+
+    graph = load_defs().resolve_asset_graph()
+    windows = {key.to_user_string(): graph.get(key).freshness_policy for key in graph.get_all_asset_keys()}
+    for name, policy in windows.items():
+        if name.startswith("reverse_sync/"):
+            assert policy is None, name  # they run when there is something to push
+        else:
+            assert policy is not None and hasattr(policy, "fail_window"), name
+    assert windows["shopify/customers"].fail_window.to_timedelta() == timedelta(hours=1)
+    assert windows["core/contacts"].fail_window.to_timedelta() == timedelta(hours=26)
+    assert windows["ops/sync_health"].fail_window.to_timedelta() == timedelta(hours=1)
+    assert windows["shopify/store_health"].fail_window.to_timedelta() == timedelta(hours=26)

@@ -119,24 +119,50 @@ def sync_health_asset(
     breaches = figures.filter(pl.col("status") == "breach")
     for message in breaches["message"].to_list():
         context.log.warning(message)
-    lag = figures.filter(pl.col("metric") == "sync_lag_p95_s")
     yield dg.MaterializeResult(
         metadata={
             "evaluated_at": as_of.isoformat(),
             "figures": dg.MetadataValue.int(figures.height),
             "breaches": dg.MetadataValue.int(breaches.height),
-            "lag_p95_s": dg.MetadataValue.json(
-                {
-                    f"{r['shop']}/{r['entity']}/{r['event_type']}": round(r["value"], 1)
-                    for r in lag.iter_rows(named=True)
-                }
-            ),
-            "api_points_used": dg.MetadataValue.json(
-                {r["shop"]: round(r["points_used"], 1) for r in usage.iter_rows(named=True)}
-            ),
+            **{name: dg.MetadataValue.json(figure_map(figures, metric)) for name, metric in METADATA_FIGURES},
+            "identity_rates": dg.MetadataValue.json(identity_rates(figures)),
         },
         check_results=[evaluate(check, figures) for check in CHECK_METRICS],
     )
+
+
+# Metadata entry -> the figure it shows (keyed by store/entity/event type where it has them).
+METADATA_FIGURES: tuple[tuple[str, str], ...] = (
+    ("lag_p50_s", "sync_lag_p50_s"),
+    ("lag_p95_s", "sync_lag_p95_s"),
+    ("api_points_used", "api_points_used"),
+    ("api_points_available", "api_points_available"),
+    ("api_utilisation", "api_utilisation"),
+    ("consent_push_errors", "consent_push_errors"),
+    ("dead_letters", "dead_letters"),
+    ("blocked_overwrites", "blocked_overwrites"),
+    ("identity_ambiguous", "identity_ambiguous"),
+)
+
+
+def figure_map(figures: pl.DataFrame, metric: str) -> dict[str, float]:
+    """One figure per store/entity/event type (``all`` where a figure spans the stores)."""
+    out: dict[str, float] = {}
+    for r in figures.filter(pl.col("metric") == metric).iter_rows(named=True):
+        where = "/".join(str(r[k]) for k in ("shop", "entity", "event_type") if r.get(k)) or "all"
+        out[where] = round(float(r["value"]), 3)
+    return out
+
+
+def identity_rates(figures: pl.DataFrame) -> dict[str, float]:
+    """The latest identity run's outcome rates (email, phone, probabilistic, new)."""
+    rates = figures.filter(
+        pl.col("metric").str.starts_with("identity_") & pl.col("metric").str.ends_with("_rate")
+    )
+    return {
+        r["metric"].removeprefix("identity_").removesuffix("_rate"): round(float(r["value"]), 4)
+        for r in rates.iter_rows(named=True)
+    }
 
 
 sync_health_job = dg.define_asset_job(
