@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -153,8 +155,16 @@ def test_stores_list_shows_registered_stores(tmp_path: Path) -> None:
     registry.connect_store(
         "listed-shop", access_token=TOKEN, api_base_url="http://127.0.0.1:1/shops/listed-shop"
     )
-    registry.mark_entity("listed-shop.myshopify.com", "customers", EntityState.SYNCED)
+    bulk_at = datetime(2026, 11, 2, 3, 4, tzinfo=UTC)
+    registry.mark_entity("listed-shop.myshopify.com", "customers", EntityState.SYNCED, bulk_synced_at=bulk_at)
+    registry.mark_entity("listed-shop.myshopify.com", "orders", EntityState.FAILED, error="boom")
     result = CliRunner().invoke(cli, ["stores", "list", "--data-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert "listed-shop.myshopify.com" in result.output and "customers: Synced" in result.output
+    lines = result.output.splitlines()
+    assert "listed-shop.myshopify.com" in lines[0] and "Connected" in lines[0]
+    assert any("customers" in line and "Synced" in line and "2026-11-02 03:04 UTC" in line for line in lines)
+    assert any("orders" in line and "Failed" in line and "last bulk sync never" in line for line in lines)
     assert TOKEN not in result.output
+    as_json = CliRunner().invoke(cli, ["stores", "list", "--json", "--data-dir", str(tmp_path)])
+    entity = json.loads(as_json.output)[0]["entities"]["customers"]
+    assert entity["last_bulk_sync_at"] == bulk_at.isoformat() and entity["state"] == "Synced"
