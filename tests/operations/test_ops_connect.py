@@ -285,3 +285,61 @@ def test_connect_requires_one_way_of_authenticating(tmp_path: Path) -> None:
     assert both.exit_code == 2 and "not both" in both.output
     half = CliRunner().invoke(cli, ["stores", "connect", "mystore", "--oauth", "--data-dir", str(tmp_path)])
     assert half.exit_code == 2 and "--oauth needs --client-id and --client-secret" in half.output
+
+
+def test_connect_offers_the_initial_sync_in_order_and_runs_are_on_the_instance(
+    store: RunningDevstore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dagster as dg
+
+    home = tmp_path / "dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    shop = store.shops[0]
+    domain = shop["domain"]
+    data = tmp_path / "data"
+    args = ["--base-url", shop["base_url"], "--data-dir", str(data)]
+    runner = CliRunner()
+
+    # not at a terminal and no --sync: nothing runs, the command to run it is printed
+    quiet = runner.invoke(cli, ["stores", "connect", domain, "--token", shop["access_token"], *args])
+    assert quiet.exit_code == 0, quiet.output
+    assert "Customers → Orders → Products → Collections → Checkouts" in quiet.output
+    assert f"shopsync stores resync {domain}" in quiet.output
+    assert _registry(data).entity_statuses(domain) == []
+
+    synced = runner.invoke(
+        cli, ["stores", "connect", domain, "--token", shop["access_token"], "--sync", *args]
+    )
+    assert synced.exit_code == 0, synced.output
+    order = [
+        line.split()[0] for line in synced.output.splitlines() if line.startswith("  ") and " run " in line
+    ]
+    assert order == ["Customers", "Orders", "Products", "Collections", "Checkouts"]
+    registry = _registry(data)
+    assert all(
+        e.state is EntityState.SYNCED and e.last_bulk_sync_at for e in registry.entity_statuses(domain)
+    )
+
+    retried = runner.invoke(cli, ["stores", "retry", domain, "orders", "--data-dir", str(data)])
+    assert retried.exit_code == 0, retried.output
+
+    # a fresh instance on the same DAGSTER_HOME (what `dagster dev` opens) reads the runs back
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        initial = instance.get_runs(filters=dg.RunsFilter(tags={"shopsync/trigger": "initial_sync"}))
+        assert len(initial) == 5
+        assert all(
+            r.status == dg.DagsterRunStatus.SUCCESS and r.tags["dagster/partition"] == domain for r in initial
+        )
+        entities = [next(k.path[-1] for k in r.asset_selection or ()) for r in reversed(initial)]
+        assert entities == ["customers", "orders", "products", "collections", "abandoned_checkouts"]
+        retry_runs = instance.get_runs(filters=dg.RunsFilter(tags={"shopsync/trigger": "retry"}))
+        assert len(retry_runs) == 1 and retry_runs[0].status == dg.DagsterRunStatus.SUCCESS
+        run_id = retry_runs[0].run_id
+        assert run_id in retried.output
+        materialized = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+        keys = {r.event_log_entry.dagster_event.asset_key for r in materialized.records}
+        assert dg.AssetKey(["shopify", "orders"]) in keys
+        assert domain in instance.get_dynamic_partitions("stores")
+    finally:
+        instance.dispose()
