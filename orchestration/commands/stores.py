@@ -656,24 +656,15 @@ def reconnect(
         _subscribe_webhooks(registry, domain, webhook_url)
 
 
-def _revoke_grant(registry: StoreRegistry, domain: str) -> str:
-    """Revoke the access token on the shop where that is possible (the devstore's control API)."""
-    import httpx
+def _remove_partition(domain: str) -> bool:
+    from orchestration.defs.instance import local_instance
+    from orchestration.defs.shopify.partitions import STORES_PARTITION
 
-    store = registry.get_store(domain)
-    base = store.api_base_url or ""
-    if "/shops/" not in base:
-        # Shopify revokes an app's grant when the merchant uninstalls it; the Admin API has no call for it.
-        return "not supported by Shopify's Admin API: uninstall the app in the Shopify admin"
-    root, handle = base.split("/shops/", 1)
-    token = registry.credentials(domain).get("access_token")
-    try:
-        response = httpx.post(
-            f"{root}/_devstore/shops/{handle.strip('/')}/tokens/revoke", json={"token": token}, timeout=10
-        )
-    except httpx.HTTPError as exc:
-        return f"failed ({type(exc).__name__})"
-    return "revoked" if response.status_code == 200 else f"not revoked (HTTP {response.status_code})"
+    instance = local_instance()
+    if not instance.has_dynamic_partition(STORES_PARTITION, domain):
+        return False
+    instance.delete_dynamic_partition(STORES_PARTITION, domain)
+    return True
 
 
 @command.command("delete")
@@ -681,43 +672,42 @@ def _revoke_grant(registry: StoreRegistry, domain: str) -> str:
 @click.option("--yes", is_flag=True, help="Do not ask for the typed confirmation.")
 @_data_dir_option
 def delete(domain: str, yes: bool, data_dir: Path | None) -> None:
-    """Delete DOMAIN irreversibly: its warehouse rows, landing files, credentials and partition."""
-    from orchestration.control.status import delete_store_data
+    """Delete DOMAIN irreversibly: uninstall the app (revoking its grant), remove the store's rows
+    from every table, its landing files, journal entries, credentials and partition."""
+    from orchestration.control.status import delete_store
+    from pipelines.privacy import shop_rows
 
     registry = _registry(data_dir)
     domain = _known_domain(registry, domain)
     if not yes:
+        store = registry.get_store(domain)
+        rows = shop_rows(registry.project_paths(store.project).warehouse, domain)
         click.echo(
-            f"This removes every row of {domain} from the warehouse, its landing files, its credentials and "
-            "its Dagster partition. It cannot be undone (disconnect instead to keep the data)."
+            f"This uninstalls the app from {domain} (revoking its access) and removes, from project "
+            f"{store.project}: {sum(rows.values())} warehouse rows in {len(rows)} tables (and the store's "
+            "contacts), its landing files and received webhooks, its credentials and its Dagster partition. "
+            "It cannot be undone; disconnect instead to keep the data."
         )
         typed = click.prompt(f"Type the store domain ({domain}) to confirm", default="", show_default=False)
         if typed.strip().lower() != domain:
             _fail("Confirmation did not match; nothing was deleted.")
-    revoked = _revoke_grant(registry, domain)
-    root = registry.settings.data_dir
-    report = delete_store_data(
-        registry,
-        domain,
-        warehouse=root / "warehouse.duckdb",
-        landing_root=root / "landing",
-        state_dir=root / "state",
-    )
-    report.grant_revoked = revoked
-    from orchestration.defs.instance import local_instance
-    from orchestration.defs.shopify.partitions import STORES_PARTITION
-
-    instance = local_instance()
-    if instance.has_dynamic_partition(STORES_PARTITION, domain):
-        instance.delete_dynamic_partition(STORES_PARTITION, domain)
-        report.partition = True
-    click.echo(f"Deleted {domain}:")
+    report = delete_store(registry, domain, remove_partition=_remove_partition)
+    click.echo(f"Deleted {domain} from project {report.project}:")
     for table, rows in sorted(report.warehouse_rows.items()):
         click.echo(f"  {rows:>8} rows from {table}")
     click.echo(f"  {report.landing_files:>8} landing files, {report.state_files} fetch state files")
+    click.echo(
+        f"  {report.journal_deliveries:>8} received webhooks, {report.quarantined} quarantined, "
+        f"{report.privacy_exports} data-request exports"
+    )
+    click.echo(f"  analyst snapshot: {report.snapshot}")
     click.echo(f"  credentials removed: {'yes' if report.credentials else 'no'}")
     click.echo(f"  Dagster partition removed: {'yes' if report.partition else 'no'}")
     click.echo(f"  Shopify grant: {report.grant_revoked}")
+    click.echo(
+        "  Contacts shared with other stores lose this store now; their totals are recomputed by the next "
+        "intelligence run. The app's webhook secret is kept, encrypted, only to verify Shopify's shop/redact."
+    )
 
 
 _ON_OFF = click.Choice(["on", "off"], case_sensitive=False)

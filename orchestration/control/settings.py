@@ -36,6 +36,11 @@ class ControlSettings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'control.db').resolve()}"
 
     @property
+    def journal_path(self) -> Path:
+        """The webhook receiver's journal (shared by every project)."""
+        return self.data_dir / "webhooks" / "journal.db"
+
+    @property
     def key_path(self) -> Path:
         """Where a generated encryption key is kept when ``SHOPSYNC_SECRET_KEY`` is not set."""
         return self.data_dir / "secret.key"
