@@ -24,6 +24,7 @@ from orchestration.control import (
     SecretKeyError,
     StoreNotFound,
     StoreRegistry,
+    StoreStatus,
     normalize_store_domain,
 )
 from orchestration.control.connect import ConnectError, Verified
@@ -259,19 +260,28 @@ def connect(
         _fail(str(exc), EXIT_INVALID)
     if sync and no_dagster:
         _fail("--sync needs Dagster; drop --no-dagster.", EXIT_INVALID)
+    from orchestration.control.projects import InvalidProjectName, validate_project_name
+
+    try:
+        validate_project_name(project)
+    except InvalidProjectName as exc:
+        _fail(str(exc), EXIT_INVALID)
+    moved_from: str | None = None
     try:
         registry = _registry(data_dir)
-        # Refuse before anyone approves anything: a store belongs to one project.
+        # Refuse before anyone approves anything: a store belongs to one project, and moves
+        # to another only once disconnected there (as the product says).
         try:
             existing = registry.get_store(domain)
         except StoreNotFound:
             existing = None
         if existing is not None and existing.project != project:
-            _fail(
-                f"Already connected to another project: {domain} belongs to project {existing.project!r}. "
-                f"Disconnect it there first (shopsync stores disconnect {domain}), then connect it here."
-            )
-        registry.ensure_project(project)
+            if existing.status is not StoreStatus.DISCONNECTED:
+                _fail(
+                    f"Already connected to another project: {domain} belongs to project {existing.project!r}. "
+                    f"Disconnect it there first (shopsync stores disconnect {domain}), then connect it here."
+                )
+            moved_from = existing.project
     except (RegistryError, SecretKeyError) as exc:
         _fail(str(exc))
     verified = _verify(
@@ -304,6 +314,11 @@ def connect(
         f"Connected {store.domain} to project {store.project} with {AUTH_LABELS[store.auth_kind]} "
         f"(scopes: {', '.join(store.scopes) or 'none'})."
     )
+    if moved_from is not None:
+        click.echo(
+            f"Moved from project {moved_from}: its data there stays in that project's warehouse; "
+            f"project {project} starts with an initial sync."
+        )
     if webhook_url:
         _subscribe_webhooks(registry, domain, webhook_url)
     if no_dagster:

@@ -293,7 +293,9 @@ class StoreRegistry:
         ``client_secret``; ``access_token`` and ``extra_credentials`` are shorthands merged
         into it. ``domain`` is normalised (raises ``InvalidStoreDomain``). Reconnecting a
         store keeps its entity status, settings and lists; a store already in another
-        project is refused, as the product allows one project per store.
+        project is refused, as the product allows one project per store, unless it was
+        disconnected there: then it moves, and its sync status starts over (the new
+        project's warehouse has none of its data).
         """
         domain = normalize_store_domain(domain)
         try:
@@ -314,10 +316,14 @@ class StoreRegistry:
         with self.session() as s:
             row = s.get(Store, domain)
             if row is not None and row.project_name != project:
-                raise StoreInOtherProject(
-                    f"Already connected to another project: {domain} belongs to project "
-                    f"{row.project_name!r}. Disconnect it there first, then connect it here."
-                )
+                if row.status is not StoreStatus.DISCONNECTED:
+                    raise StoreInOtherProject(
+                        f"Already connected to another project: {domain} belongs to project "
+                        f"{row.project_name!r}. Disconnect it there first, then connect it here."
+                    )
+                self._ensure_project(s, project)
+                row.project_name = project
+                s.execute(delete(EntityStatus).where(EntityStatus.store_domain == domain))
             self._ensure_project(s, project)
             if row is None:
                 # A store connected again after a delete starts fresh: the tombstone goes.

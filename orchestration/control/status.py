@@ -74,6 +74,7 @@ class StoreCard:
     dead_letters: int = 0
     webhook_lag_s: float | None = None
     pending_webhook_batches: int = 0
+    last_bulk_synced: datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
@@ -86,11 +87,13 @@ class StoreCard:
                 e.entity: {
                     "state": e.state.value,
                     "last_sync_at": e.last_sync_at.isoformat() if e.last_sync_at else None,
+                    "last_bulk_sync_at": e.last_bulk_sync_at.isoformat() if e.last_bulk_sync_at else None,
                     "last_error": e.last_error,
                 }
                 for e in self.entities
             },
             "last_synced": self.last_synced.isoformat() if self.last_synced else None,
+            "last_bulk_synced": self.last_bulk_synced.isoformat() if self.last_bulk_synced else None,
             "health": {name: ok for name, ok in self.health},
             "health_checked_at": self.health_checked_at.isoformat() if self.health_checked_at else None,
             "details": self.details,
@@ -124,16 +127,31 @@ def dead_letter_counts(warehouse: Path) -> dict[str, int]:
         con.close()
 
 
-def store_cards(registry: StoreRegistry, warehouse: Path, landing_root: Path) -> list[StoreCard]:
-    """A card per registered store."""
+def store_cards(
+    registry: StoreRegistry,
+    warehouse: Path | None = None,
+    landing_root: Path | None = None,
+    *,
+    project: str | None = None,
+) -> list[StoreCard]:
+    """A card per registered store (of ``project``, or all).
+
+    Each store's dead letters and webhook lag come from its own project's warehouse and
+    landing zone, unless ``warehouse``/``landing_root`` say otherwise.
+    """
     from orchestration.control.health import saved_health
     from pipelines.webhooks.apply import pending_webhook_batches, webhook_lag_s
 
-    dead = dead_letter_counts(warehouse)
+    dead_by_project: dict[str, dict[str, int]] = {}
     cards = []
-    for store in registry.list_stores():
+    for store in registry.list_stores(project):
+        paths = registry.project_paths(store.project)
+        if store.project not in dead_by_project:
+            dead_by_project[store.project] = dead_letter_counts(warehouse or paths.warehouse)
+        landing_path = landing_root or paths.landing
         entities = tuple(registry.entity_statuses(store.domain))
         synced = [e.last_sync_at for e in entities if e.last_sync_at is not None]
+        bulk = [e.last_bulk_sync_at for e in entities if e.last_bulk_sync_at is not None]
         details, items, checked_at = saved_health(registry, store.domain)
         cards.append(
             StoreCard(
@@ -146,9 +164,10 @@ def store_cards(registry: StoreRegistry, warehouse: Path, landing_root: Path) ->
                 health=tuple((i.name, i.passed) for i in items),
                 health_checked_at=checked_at,
                 details=details,
-                dead_letters=dead.get(store.domain, 0),
-                webhook_lag_s=webhook_lag_s(landing_root, store.domain),
-                pending_webhook_batches=len(pending_webhook_batches(landing_root, store.domain)),
+                dead_letters=dead_by_project[store.project].get(store.domain, 0),
+                webhook_lag_s=webhook_lag_s(landing_path, store.domain),
+                pending_webhook_batches=len(pending_webhook_batches(landing_path, store.domain)),
+                last_bulk_synced=max(bulk) if bulk else None,
             )
         )
     return cards
@@ -174,10 +193,13 @@ def render_card(card: StoreCard) -> str:
     if card.entities:
         for e in card.entities:
             extra = f" — {e.last_error}" if e.state is EntityState.FAILED and e.last_error else ""
-            lines.append(f"│   {e.entity:<20} {e.state.value:<8} last synced {when(e.last_sync_at)}{extra}")
+            lines.append(
+                f"│   {e.entity:<20} {e.state.value:<8} last synced {when(e.last_sync_at)}"
+                f"  last bulk sync {when(e.last_bulk_sync_at)}{extra}"
+            )
     else:
         lines.append("│   no entity synced yet")
-    lines.append(f"│ Last synced: {when(card.last_synced)}")
+    lines.append(f"│ Last synced: {when(card.last_synced)}   Last bulk sync: {when(card.last_bulk_synced)}")
     if card.health:
         marks = "  ".join(f"{'✔' if ok else '✘'} {name}" for name, ok in card.health)
         lines.append(f"│ Health ({when(card.health_checked_at)}): {marks}")
