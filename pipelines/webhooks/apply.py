@@ -9,6 +9,13 @@ never loaded as they are. Instead each delivery only says *which* record changed
   warehouse always gets Shopify's *current* state in the usual shape. A record that no
   longer exists when re-read is landed as deleted.
 - ``app/uninstalled``: reported to the caller (the store needs reconnecting).
+- privacy topics never reach this step: the receiver seals them apart (``_privacy``).
+
+Old deliveries never regress the warehouse: a payload older than what is held is stale in
+the receiver's journal when a newer one for the same record came first; otherwise its
+re-read returns the record as it is *now*, and the loader keeps, per record, whichever
+version has the later ``updated_at`` (older rows count as stale). So the comparison with
+the warehouse's ``updated_at`` happens where the warehouse is written, at load time.
 
 A webhook batch is marked loaded (``.loaded``) once its entity batches are written, so it
 is applied once; re-applying after a crash in between only re-lands the same current

@@ -8,9 +8,13 @@ privacy topics: test_ops_privacy.py).
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from store_ops_support import Ops, customer_rows
 
@@ -209,3 +213,76 @@ def test_webhooks_of_an_entity_turned_off_are_acknowledged_and_not_applied(ops: 
     # applied (acknowledged), not kept waiting: turning the toggle on does not replay it
     ops.registry.set_inbound_toggles(shop, {"customer_profiles": True})
     assert apply_and_load(ops.registry, ops.data_dir)[shop]["deliveries"] == 0
+
+
+def test_shopify_5xx_fails_api_responding_alone(
+    devstore_factory: Callable[..., RunningDevstore], tmp_path: Path
+) -> None:
+    store = devstore_factory(stores=1, customers=5, seed=2)
+    shop = store.shops[0]
+    registry = StoreRegistry(ControlSettings(data_dir=tmp_path))
+    registry.connect_store(
+        shop["domain"],
+        access_token=shop["access_token"],
+        api_base_url=shop["base_url"],
+        scopes=shop["scopes"],
+    )
+    for entity in registry.enabled_entities(shop["domain"]):
+        registry.mark_entity(shop["domain"], entity, EntityState.SYNCED, bulk_synced_at=datetime.now(UTC))
+    store.control("PUT", "/faults", {"rate_500": 1.0, "kinds": ["graphql"]})
+    report = check_health(registry, shop["domain"])
+    assert [i.name for i in report.items if not i.passed] == [API]
+    assert "last reported" in report.item(SCOPES).detail
+    assert report.status is StoreStatus.ERROR and "API responding" in (
+        registry.get_store(shop["domain"]).status_detail or ""
+    )
+    store.control("DELETE", "/faults")
+    healed = check_health(registry, shop["domain"])
+    assert healed.healthy and healed.status is StoreStatus.CONNECTED
+    registry.close()
+
+
+def test_an_old_delivery_never_regresses_a_newer_row(ops: Ops) -> None:
+    """Deliveries only say *which* record changed: apply re-reads the record as it is now, and the
+    loader keeps whichever version has the later updated_at, so a days-late payload cannot win."""
+    from pipelines.webhooks.verify import sign
+
+    shop = ops.shops[0]["domain"]
+    cid = ops.control("GET", f"/shops/{ops.handle(0)}/records/customers?limit=3").json()[2]["id"]
+    ops.control("PATCH", f"/shops/{ops.handle(0)}/records/customers/{cid}", {"first_name": "Current"})
+    ops.wait_webhooks(shop, "customers/update")
+    apply_and_load(ops.registry, ops.data_dir)
+    held = ops.sql(
+        "SELECT first_name, updated_at FROM shopify.customers WHERE shop = ? AND id = ?", shop, cid
+    )
+    assert held[0][0] == "Current"
+
+    # a late redelivery of an old version (new event id, older updated_at, old values)
+    old = json.dumps(
+        {
+            "id": cid,
+            "admin_graphql_api_id": f"gid://shopify/Customer/{cid}",
+            "first_name": "Stale",
+            "updated_at": "2020-01-01T00:00:00Z",
+        }
+    ).encode()
+    reply = httpx.post(
+        ops.receiver.url,
+        content=old,
+        headers={
+            "Content-Type": "application/json",
+            "X-Shopify-Hmac-Sha256": sign(old, ops.shops[0]["client_secret"]),
+            "X-Shopify-Topic": "customers/update",
+            "X-Shopify-Shop-Domain": shop,
+            "X-Shopify-Event-Id": "late-old-version",
+            "X-Shopify-Triggered-At": "2020-01-01T00:00:00Z",
+        },
+        timeout=10,
+    )
+    assert reply.status_code == 200 and reply.json()["status"] in ("accepted", "stale")
+    time.sleep(0.4)
+    apply_and_load(ops.registry, ops.data_dir)
+    after = ops.sql(
+        "SELECT first_name, updated_at FROM shopify.customers WHERE shop = ? AND id = ?", shop, cid
+    )
+    assert after[0][0] == "Current" and after[0][1] >= held[0][1]
