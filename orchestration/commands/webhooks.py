@@ -142,6 +142,7 @@ def apply_and_load(
                 domain,
                 lambda d=domain: ShopifyClient(d, **registry.client_options(d)),
                 entities=registry.enabled_entities(domain),
+                redacted=registry.redacted_customers(domain),
             )
         except ShopifyAuthError as exc:
             mark_reconnect_required(registry, domain, str(exc))

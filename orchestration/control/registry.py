@@ -486,6 +486,18 @@ class StoreRegistry:
                 query = query.where(PrivacyAction.shop == shop)
             return [_privacy_info(r) for r in s.scalars(query)]
 
+    def redacted_customers(self, shop: str) -> set[int]:
+        """Ids of the store's customers erased on request (customers/redact done)."""
+        with self.session() as s:
+            rows = s.scalars(
+                select(PrivacyAction.customer_id).where(
+                    PrivacyAction.shop == shop,
+                    PrivacyAction.topic == "customers/redact",
+                    PrivacyAction.outcome == "redacted",
+                )
+            ).all()
+        return {int(r) for r in rows if r is not None}
+
     def record_privacy_action(
         self,
         event_id: str,

@@ -151,16 +151,20 @@ def apply_pending(
     *,
     now: datetime | None = None,
     entities: Collection[str] | None = None,
+    redacted: Collection[int] = (),
 ) -> ApplyResult:
     """Apply every pending webhook batch of ``shop``; return what was landed.
 
     ``entities``: the entities the store's inbound toggles let in (None = all); deliveries
-    about the others are acknowledged and counted as ignored.
+    about the others are acknowledged and counted as ignored. ``redacted``: ids of
+    customers erased on request (customers/redact); their changes are not re-read, so the
+    personal data is not fetched back.
 
     ``client_factory`` is called only if a record must be re-read. Errors of the client
     (``ShopifyError``) propagate and leave the webhook batches pending for the next pass.
     """
     result = ApplyResult(shop=shop)
+    erased = {str(i) for i in redacted}
     batches = pending_webhook_batches(landing_root, shop)
     if not batches:
         return result
@@ -186,6 +190,9 @@ def apply_pending(
                 continue
             action, entity, gid = decided
             if entities is not None and entity not in entities:
+                result.ignored += 1
+                continue
+            if entity == "customers" and action == "refetch" and gid.rsplit("/", 1)[-1] in erased:
                 result.ignored += 1
                 continue
             if actions.get(gid, ("", ""))[1] != "delete":

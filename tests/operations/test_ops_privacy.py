@@ -298,6 +298,13 @@ def test_customer_redact_erases_personal_data_everywhere_and_is_audited(ops: Ops
     audit = ops.registry.privacy_actions(shop0)
     assert [(a.topic, a.outcome) for a in audit] == [("customers/redact", "redacted")]
     assert audit[0].touched["tables"]["shopify.customers"] == 1 and email not in json.dumps(audit[0].touched)
+    # a later change in Shopify is acknowledged but the customer is not read back
+    ops.control("PATCH", f"/shops/{ops.handle(0)}/records/customers/{customer_id}", {"note": "again"})
+    ops.wait_webhooks(shop0, "customers/update", n=2)
+    assert apply_and_load(ops.registry, ops.data_dir)[shop0]["ignored"] >= 1
+    assert ops.sql(
+        "SELECT email, note FROM shopify.customers WHERE shop = ? AND id = ?", shop0, customer_id
+    ) == [(None, None)]
 
 
 def test_shop_redact_after_uninstall_deletes_the_store(ops: Ops) -> None:

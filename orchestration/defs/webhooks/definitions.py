@@ -53,6 +53,7 @@ def webhook_apply_sensor(
                 store.domain,
                 lambda d=store.domain: stores.client_for(d),
                 entities=registry.enabled_entities(store.domain),
+                redacted=registry.redacted_customers(store.domain),
             )
         except ShopifyAuthError as exc:
             mark_reconnect_required(registry, store.domain, str(exc))
