@@ -131,6 +131,7 @@ def test_oauth_callback_with_a_tampered_hmac_is_refused_and_nothing_is_stored(
 def test_oauth_callback_for_another_attempt_state_is_refused(store: RunningDevstore) -> None:
     shop = store.shops[0]
     answers: list[httpx.Response] = []
+    threads: list[threading.Thread] = []
 
     def merchant(url: str) -> None:
         # A genuine, correctly signed redirect, but for an authorization this attempt did not start.
@@ -140,6 +141,7 @@ def test_oauth_callback_for_another_attempt_state_is_refused(store: RunningDevst
         foreign = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(params), ""))
         thread = threading.Thread(target=lambda: answers.append(_merchant_approves(foreign)))
         thread.start()
+        threads.append(thread)
 
     with pytest.raises(ConnectError, match="state does not match"):
         verify_oauth(
@@ -151,6 +153,8 @@ def test_oauth_callback_for_another_attempt_state_is_refused(store: RunningDevst
             show_url=merchant,
             timeout=20,
         )
+    for thread in threads:
+        thread.join(10)
     assert answers and answers[0].status_code == 400
 
 
