@@ -107,6 +107,12 @@ def test_delete_removes_exactly_that_store_from_every_table(ops: Ops) -> None:
     }
     add_store_partition(local_instance(), shop0)
     landing_email = _subject(ops, shop0)[1]
+    quarantine = ops.data_dir / "landing" / "_quarantine" / "webhooks"
+    quarantine.mkdir(parents=True, exist_ok=True)
+    for i, shop in enumerate((shop0, shop1)):
+        (quarantine / f"q{i}.json").write_text(
+            json.dumps({"event_id": f"q{i}", "shop": shop, "body": "{bad"})
+        )
 
     refused = ops.cli("stores", "delete", shop0, input="wrong\n")
     assert (
@@ -136,8 +142,9 @@ def test_delete_removes_exactly_that_store_from_every_table(ops: Ops) -> None:
         "SELECT count(*) FROM core.identity_events WHERE len(list_filter(records, lambda r: starts_with(r, ?))) > 0",
         shop0 + "|",
     ) == [(0,)]
-    # files: landing, journal, snapshot
+    # files: landing, quarantined webhooks, journal, snapshot
     assert not (ops.data_dir / "landing" / shop0).exists() and (ops.data_dir / "landing" / shop1).exists()
+    assert sorted(p.name for p in quarantine.iterdir()) == ["q1.json"]
     journal = sqlite3.connect(ops.data_dir / "webhooks" / "journal.db")
     assert journal.execute("SELECT count(*) FROM deliveries WHERE shop = ?", (shop0,)).fetchone() == (0,)
     journal.close()
