@@ -148,7 +148,8 @@ def create_receiver(
                 raise ValueError("payload is not a JSON object")
         except ValueError as exc:
             stats.outcomes["malformed"] += 1
-            await run_in_threadpool(_quarantine, landing_root, event_id, shop, topic, body, str(exc))
+            root = None if landing_root is None else await run_in_threadpool(root_for, shop)
+            await run_in_threadpool(_quarantine, root, event_id, shop, topic, body, str(exc))
             log.error("webhook body is not JSON; kept in quarantine", extra={"shop": shop, "topic": topic})
             return JSONResponse({"status": "quarantined"})
         delivery = Delivery(

@@ -57,7 +57,7 @@ def test_two_projects_share_the_control_plane_and_keep_their_own_warehouses(
 
     registry = StoreRegistry(ControlSettings(data_dir=data))
     for shop in (first, second):
-        assert launch_sync(registry, shop["domain"], trigger="test")["success"]
+        assert launch_sync(registry, shop["domain"], entities=["customers"], trigger="test")["success"]
     default_wh, eu_wh = data / "warehouse.duckdb", data / "projects" / "eu" / "warehouse.duckdb"
     assert _shops_in(default_wh) == {first["domain"]} and _shops_in(eu_wh) == {second["domain"]}
     assert (data / "projects" / "eu" / "landing" / second["domain"]).is_dir()
