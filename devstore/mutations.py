@@ -940,6 +940,35 @@ def _subscription_endpoint(sub: Record, info: GraphQLResolveInfo) -> dict[str, A
     return {"__typename": "WebhookHttpEndpoint", "callbackUrl": uri}
 
 
+def resolve_app_uninstall(root: Any, info: GraphQLResolveInfo) -> dict[str, Any]:
+    """appUninstall: the calling app uninstalls itself from the shop.
+
+    As on Shopify: ``app/uninstalled`` goes out while the app's subscriptions still exist,
+    then its tokens stop working and its webhook subscriptions are deleted.
+    """
+    import zlib
+
+    shop = context_shop(info)
+    app = context_value(info, "app")
+    if not isinstance(app, AppCredentials):
+        return {"app": None, "userErrors": [user_error(None, "Only an app can uninstall itself.")]}
+    app_id = zlib.crc32(app.client_id.encode())
+    with shop.lock:
+        shop.log_write("appUninstall", shop.domain, {"client_id": app.client_id})
+    shop.emit("app/uninstalled", {})
+    with shop.lock:
+        app.installed = False
+        app.tokens.clear()
+        for sub_id in [
+            k for k, s in shop.webhook_subscriptions.items() if s.get("client_id") in (app.client_id, "")
+        ]:
+            del shop.webhook_subscriptions[sub_id]
+    return {
+        "app": {"id": f"gid://shopify/App/{app_id}", "title": "shopsync", "handle": "shopsync"},
+        "userErrors": [],
+    }
+
+
 def _metafield_compare_digest(mf: Record, info: GraphQLResolveInfo) -> str:
     return compare_digest(str(mf.get("value") or ""))
 
@@ -952,6 +981,7 @@ RESOLVERS: dict[tuple[str, str], Callable[..., Any]] = {
     ("Mutation", "customerAddressCreate"): resolve_customer_address_create,
     ("Mutation", "webhookSubscriptionCreate"): resolve_webhook_subscription_create,
     ("Mutation", "webhookSubscriptionDelete"): resolve_webhook_subscription_delete,
+    ("Mutation", "appUninstall"): resolve_app_uninstall,
     ("Query", "webhookSubscriptions"): resolve_webhook_subscriptions,
     ("Query", "webhookSubscription"): resolve_webhook_subscription,
     # the schema's query type is called QueryRoot; the executor dispatches on that name

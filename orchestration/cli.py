@@ -16,6 +16,7 @@ COMMAND_MODULES: dict[str, str] = {
     "identity": "identity",
     "query": "query",
     "status": "status",
+    "projects": "projects",
     "push": "push",
     "stores": "stores",
     "webhooks": "webhooks",

@@ -172,6 +172,34 @@ def write_batch(
     return manifest
 
 
+def rewrite_batch(data_path: Path, rows: Iterable[dict[str, Any]]) -> Manifest:
+    """Replace a batch's rows in place (same id and row count), for erasure of personal data only.
+
+    Batches are otherwise immutable; a privacy request (customers/redact) is the one reason
+    to change one. The rows and then the manifest are swapped atomically, so a reader sees
+    the old batch or the new one.
+    """
+    manifest_path = data_path.with_suffix(".json")
+    manifest = read_manifest(manifest_path)
+    digest = hashlib.sha256()
+    tmp = data_path.with_name(f".tmp-{data_path.name}")
+    count = 0
+    with open(tmp, "wb") as fh:
+        for row in rows:
+            line = json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+            digest.update(line)
+            fh.write(line)
+            count += 1
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, data_path)
+    updated = Manifest(
+        **{**asdict(manifest), "rows": count, "bytes": data_path.stat().st_size, "sha256": digest.hexdigest()}
+    )
+    _write_atomic(manifest_path, json.dumps(asdict(updated), indent=1).encode())
+    return updated
+
+
 def read_manifest(path: Path) -> Manifest:
     """Read a manifest file."""
     return Manifest(**json.loads(path.read_text()))

@@ -97,7 +97,10 @@ def run_demo(
             add_store_partition(instance, shop["domain"])
         paths = SyncPaths.under(data_dir)
         defs = build_shopify_defs(
-            ShopifyStores(data_dir=str(data_dir), control_url=control_url, bulk_poll_interval_s=0.1), paths
+            ShopifyStores(
+                data_dir=str(data_dir), control_url=control_url, project="demo", bulk_poll_interval_s=0.1
+            ),
+            paths,
         )
         job = defs.resolve_job_def("shopify_sync")
 

@@ -52,22 +52,48 @@ def _render(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> str:
     return "\n".join(lines)
 
 
+def project_snapshot(project: str | None) -> Path:
+    """The snapshot file of a project (its warehouse's folder), from the control plane when there is one."""
+    from orchestration.control import ControlSettings, StoreRegistry
+    from orchestration.control.projects import ProjectPaths
+    from pipelines.snapshot import DATABASE_NAME
+
+    settings = ControlSettings(**({"project": project} if project else {}))
+    if settings.control_url or (settings.data_dir / "control.db").exists():
+        registry = StoreRegistry(settings)
+        try:
+            paths = registry.project_paths(settings.project)
+        finally:
+            registry.close()
+    else:
+        paths = ProjectPaths.resolve(settings.project, settings.data_dir)
+    return paths.snapshot / DATABASE_NAME
+
+
 @click.command(name="query")
 @click.argument("sql", required=False)
 @click.option(
     "--snapshot",
     type=click.Path(path_type=Path, dir_okay=False),
-    default=DEFAULT_SNAPSHOT,
-    show_default=True,
-    help="The analyst snapshot file to query.",
+    default=None,
+    help=f"The analyst snapshot file to query (default: the project's, {DEFAULT_SNAPSHOT} for the default project).",
+)
+@click.option(
+    "--project",
+    default=None,
+    help="Query this project's snapshot (default: $SHOPSYNC_PROJECT, else the default project).",
 )
 @click.option("--list", "list_views", is_flag=True, help="List the tables and marts you can query.")
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
 )
 @click.option("--limit", type=click.IntRange(1), default=1000, show_default=True, help="Most rows to print.")
-def command(sql: str | None, snapshot: Path, list_views: bool, fmt: str, limit: int) -> None:
+def command(
+    sql: str | None, snapshot: Path | None, project: str | None, list_views: bool, fmt: str, limit: int
+) -> None:
     """Run SQL read-only against the analyst snapshot (DuckDB dialect)."""
+    if snapshot is None:
+        snapshot = project_snapshot(project)
     if not list_views and not sql:
         raise click.UsageError(
             'Give a SQL statement, e.g. shopsync query "SELECT * FROM marts.rfm_segments", or --list.'

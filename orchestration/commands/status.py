@@ -17,17 +17,17 @@ from orchestration.control import ControlSettings, RegistryError, StoreRegistry
     default=None,
     help="Data folder (control database, landing zone, warehouse); default $SHOPSYNC_DATA_DIR or ./data.",
 )
+@click.option("--project", default=None, help="Only the stores of this project.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of cards.")
-def command(data_dir: Path | None, as_json: bool) -> None:
-    """Show every store as a status card."""
+def command(data_dir: Path | None, project: str | None, as_json: bool) -> None:
+    """Show every store as a status card (figures from each store's project warehouse)."""
     from orchestration.control.status import render_card, store_cards
 
     try:
         registry = StoreRegistry(
             ControlSettings(data_dir=data_dir) if data_dir is not None else ControlSettings()
         )
-        root = registry.settings.data_dir
-        cards = store_cards(registry, root / "warehouse.duckdb", root / "landing")
+        cards = store_cards(registry, project=project)
     except RegistryError as exc:
         click.echo(f"Error: {exc}", err=True)
         raise SystemExit(1) from None

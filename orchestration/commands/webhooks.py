@@ -9,6 +9,7 @@ batches and loads them (the Dagster sensor does the same every 15 s).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -52,28 +53,44 @@ def _registry(data_dir: Path | None) -> StoreRegistry:
 
 
 def registry_lookup(registry: StoreRegistry, ttl_s: float = 5.0) -> Callable[[str], Any]:
-    """The receiver's secret lookup backed by the registry (cached ``ttl_s`` seconds per shop)."""
+    """The receiver's secret lookup backed by the registry (cached ``ttl_s`` seconds per shop).
+
+    A registered store gets its app secret(s), whether it syncs, and its project's landing
+    zone. A deleted store whose tombstone still keeps its signing secret is privacy-only
+    (its ``shop/redact`` is still to come); any other shop is unknown (401).
+    """
     from pipelines.webhooks.receiver import ShopWebhookConfig
 
     cache: dict[str, tuple[float, ShopWebhookConfig | None]] = {}
+    lock = threading.Lock()
 
     def lookup(shop: str) -> ShopWebhookConfig | None:
-        hit = cache.get(shop)
+        with lock:
+            hit = cache.get(shop)
         if hit is not None and time.monotonic() - hit[0] < ttl_s:
             return hit[1]
+        config: ShopWebhookConfig | None = None
         try:
             store = registry.get_store(shop)
-            secret = registry.credentials(shop)
         except StoreNotFound:
-            config = None
+            secrets = registry.deleted_store_secrets(shop)
+            if secrets:
+                config = ShopWebhookConfig(
+                    secrets=secrets,
+                    active=False,
+                    privacy_only=True,
+                    landing_root=registry.store_paths(shop).landing,
+                )
         else:
-            secrets = tuple(
-                s for s in (secret.get("client_secret"), secret.get("previous_client_secret")) if s
-            )
-            config = (
-                ShopWebhookConfig(secrets=secrets, active=store.status not in PAUSED) if secrets else None
-            )
-        cache[shop] = (time.monotonic(), config)
+            secrets = registry.webhook_secrets(shop)
+            if secrets:
+                config = ShopWebhookConfig(
+                    secrets=secrets,
+                    active=store.status not in PAUSED,
+                    landing_root=registry.project_paths(store.project).landing,
+                )
+        with lock:
+            cache[shop] = (time.monotonic(), config)
         return config
 
     return lookup
@@ -103,27 +120,29 @@ def register_subscriptions(client: Any, uri: str, topics: tuple[str, ...] = DEFA
 def apply_and_load(
     registry: StoreRegistry, data_dir: Path, shop: str | None = None
 ) -> dict[str, dict[str, Any]]:
-    """Apply pending webhook batches of every syncing store (or one) and load what landed."""
+    """Apply pending webhook batches of every syncing store (or one), load what landed, and
+    act on pending privacy requests (those run for paused and deleted stores too)."""
+    from orchestration.control.privacy import handle_privacy_requests
     from orchestration.control.status import mark_reconnect_required, mark_sync_failed
-    from orchestration.defs.shopify.resources import ShopifyStores, SyncPaths
     from pipelines.loader import load_pending
-    from pipelines.shopify.client import ShopifyAuthError, ShopifyError
+    from pipelines.shopify.client import ShopifyAuthError, ShopifyClient, ShopifyError
     from pipelines.webhooks.apply import apply_pending
 
-    paths = SyncPaths.under(data_dir)
-    stores = ShopifyStores(data_dir=str(data_dir))
-    stores._registry = registry
+    del data_dir  # every store's paths are its project's (the registry knows them)
     outcome: dict[str, dict[str, Any]] = {}
     domains = [shop] if shop else [s.domain for s in registry.list_stores()]
     for domain in domains:
-        if registry.get_store(domain).status in PAUSED:
+        store = registry.get_store(domain)
+        if store.status in PAUSED:
             continue
+        paths = registry.project_paths(store.project)
         try:
             result = apply_pending(
-                paths.landing_path,
+                paths.landing,
                 domain,
-                lambda d=domain: stores.client_for(d),
+                lambda d=domain: ShopifyClient(d, **registry.client_options(d)),
                 entities=registry.enabled_entities(domain),
+                redacted=registry.redacted_customers(domain),
             )
         except ShopifyAuthError as exc:
             mark_reconnect_required(registry, domain, str(exc))
@@ -140,8 +159,8 @@ def apply_and_load(
         loaded = None
         if result.landed:
             loaded = load_pending(
-                paths.warehouse_path,
-                paths.landing_path,
+                paths.warehouse,
+                paths.landing,
                 shop=domain,
                 batch_ids=[m.batch_id for m in result.landed],
             )
@@ -149,10 +168,15 @@ def apply_and_load(
             "deliveries": result.deliveries,
             "refetched": result.refetched,
             "deleted": result.deleted,
+            "ignored": result.ignored,
             "uninstalled": result.uninstalled,
             "lag_s": result.max_lag_s,
             "rows": None if loaded is None else {"new": loaded.inserted, "updated": loaded.updated},
         }
+    for action in handle_privacy_requests(registry, shop=shop):
+        outcome.setdefault(action.shop, {}).setdefault("privacy", []).append(
+            {"topic": action.topic, "outcome": action.outcome, "event_id": action.event_id}
+        )
     return outcome
 
 
@@ -186,7 +210,7 @@ def serve(host: str, port: int, data_dir: Path | None) -> None:
     except RegistryError as exc:
         _fail(str(exc))
     root = registry.settings.data_dir
-    journal = Journal(root / "webhooks" / "journal.db")
+    journal = Journal(registry.settings.journal_path)
     app = create_receiver(journal, registry_lookup(registry), landing_root=root / "landing")
     click.echo(f"Receiving webhooks at http://{host}:{port}/webhooks (landing zone {root / 'landing'})")
     try:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from orchestration.control.models import EntityState, StoreDetails, StoreStatus, utcnow
+from orchestration.control.models import AuthKind, EntityState, StoreDetails, StoreStatus, utcnow
 from orchestration.control.registry import StoreRegistry
 
 OAUTH = "OAuth connected"
@@ -26,11 +26,11 @@ API = "API responding"
 INITIAL_SYNC = "Initial sync complete"
 CHECKLIST = (OAUTH, TOKEN, SCOPES, API, INITIAL_SYNC)
 
-FIX_RECONNECT = "Reconnect the store: shopsync stores reconnect {domain} --token ..."
+FIX_RECONNECT = "Reconnect the store: shopsync stores reconnect {domain}"
 FIXES: dict[str, str] = {
     OAUTH: "The app was uninstalled or its token revoked. " + FIX_RECONNECT,
-    TOKEN: "Reconnect to refresh the credentials: shopsync stores reconnect {domain} --token ...",
-    SCOPES: "Reconnect and approve the full scope set: shopsync stores reconnect {domain} --token ...",
+    TOKEN: "Reconnect to refresh the credentials: shopsync stores reconnect {domain}",
+    SCOPES: "Reconnect and approve the full scope set: shopsync stores reconnect {domain}",
     API: "Shopify did not answer; check the network or Shopify's status, then run the health check again.",
     INITIAL_SYNC: "Run the initial sync: shopsync stores resync {domain}",
 }
@@ -105,46 +105,80 @@ def check_health(
     """
     from pipelines.shopify import documents
     from pipelines.shopify.client import ShopifyAuthError, ShopifyClient, ShopifyError
+    from pipelines.shopify.oauth import OAuthError, OAuthRefused, client_credentials_grant
     from pipelines.shopify.preflight import read_scopes
 
     store = registry.get_store(domain)
+    options = registry.client_options(domain)
     secret = registry.credentials(domain)
-
-    def default_client() -> ShopifyClient:
-        return ShopifyClient(
-            domain,
-            access_token=secret.get("access_token") or None,
-            client_id=secret.get("client_id"),
-            client_secret=secret.get("client_secret"),
-            base_url=store.api_base_url,
-            max_attempts=2,
-        )
-
     fix = {k: v.format(domain=domain) for k, v in FIXES.items()}
     auth_ok, api_ok = True, True
     auth_detail, api_detail = "", ""
-    granted: set[str] | None = None
-    details: dict[str, Any] = {}
-    try:
-        with (client_factory or default_client)() as client:
-            granted = _implied(read_scopes(client))
-            details = _shop_details(client.execute(documents.load("shop_details"), expected_cost=2))
-    except ShopifyAuthError as exc:
-        auth_ok, api_ok = False, False
-        auth_detail = api_detail = str(exc)
-    except ShopifyError as exc:
-        api_ok = False
-        api_detail = str(exc)
 
+    # Token not expired: a static or offline token has no expiry; a client-credentials store
+    # must be able to get a fresh token (the grant is tried now, and its expiry recorded).
     expires_at = secret.get("expires_at")
-    token_ok = auth_ok
-    token_detail = auth_detail or "static token, no expiry"
-    if expires_at:
-        expiry = datetime.fromisoformat(str(expires_at))
+    expiry = datetime.fromisoformat(str(expires_at)) if expires_at else None
+    token_ok, token_detail = True, "static token, no expiry"
+    if store.auth_kind is AuthKind.CLIENT_CREDENTIALS and client_factory is None:
+        try:
+            grant = client_credentials_grant(
+                domain,
+                store.api_base_url or f"https://{domain}",
+                str(options["client_id"]),
+                str(options["client_secret"]),
+            )
+        except OAuthRefused as exc:
+            auth_ok, api_ok = False, False
+            auth_detail = api_detail = str(exc)
+        except OAuthError as exc:
+            api_ok, api_detail = False, str(exc)
+            if expiry is not None and expiry <= utcnow():
+                token_ok = False
+                token_detail = f"expired at {expiry.isoformat()} and could not be refreshed: {exc}"
+            else:
+                token_detail = "could not be refreshed now" + (
+                    f"; the last token expires at {expiry.isoformat()}" if expiry else ""
+                )
+        else:
+            expiry = grant.expires_at
+            registry.update_credentials(domain, {"expires_at": expiry.isoformat() if expiry else None})
+            token_detail = "refreshed" + (f"; expires at {expiry.isoformat()}" if expiry else ", no expiry")
+            # the checks below use the fresh token
+            options = {**options, "access_token": grant.access_token}
+    elif expiry is not None:
         if expiry <= utcnow():
             token_ok, token_detail = False, f"expired at {expiry.isoformat()}"
         else:
             token_detail = f"expires at {expiry.isoformat()}"
+
+    def default_client() -> ShopifyClient:
+        return ShopifyClient(domain, **{**options, "max_attempts": 2})
+
+    granted: set[str] | None = None
+    scopes_from_record = False
+    details: dict[str, Any] = {}
+    if auth_ok and api_ok:
+        try:
+            with (client_factory or default_client)() as client:
+                reported = read_scopes(client)
+                registry.set_scopes(domain, reported)
+                granted = _implied(reported)
+                details = _shop_details(client.execute(documents.load("shop_details"), expected_cost=2))
+        except ShopifyAuthError as exc:
+            auth_ok, api_ok = False, False
+            auth_detail = api_detail = str(exc)
+        except ShopifyError as exc:
+            api_ok = False
+            api_detail = str(exc)
+    if not auth_ok:
+        # no grant, no usable token
+        token_ok, token_detail = False, auth_detail
+    elif granted is None:
+        # Shopify did not answer: judge the scopes it reported last (connect or last check),
+        # so an outage shows as "API responding" alone.
+        granted = _implied(set(store.scopes))
+        scopes_from_record = True
 
     if entities is None:
         entities = registry.enabled_entities(domain)  # what the inbound toggles let in
@@ -159,6 +193,8 @@ def check_health(
         scopes_detail = "missing: " + ", ".join(missing)
     else:
         scopes_detail = "granted: " + ", ".join(sorted(needed))
+    if scopes_from_record and granted is not None:
+        scopes_detail += " (as Shopify last reported; it did not answer now)"
 
     statuses = {e.entity: e for e in registry.entity_statuses(domain)}
     wanted = entities

@@ -1,4 +1,4 @@
-"""Tables of the control plane: projects, stores and per-entity sync status.
+"""Tables of the control plane: projects, stores, per-entity sync status, deletions and privacy actions.
 
 Portable SQL only (SQLite by default, PostgreSQL in production): enums are stored as
 strings with a CHECK, timestamps as timezone-aware values in UTC.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Enum, ForeignKey, LargeBinary, String, Text
+from sqlalchemy import BigInteger, DateTime, Enum, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -62,7 +62,11 @@ class Base(DeclarativeBase):
 
 
 class Project(Base):
-    """A workspace owning one warehouse; a store belongs to exactly one project."""
+    """A workspace owning one warehouse; a store belongs to exactly one project.
+
+    ``warehouse_path`` is relative to the data folder unless absolute; the project's landing
+    zone, fetch state, snapshot and privacy exports live beside the warehouse file.
+    """
 
     __tablename__ = "projects"
 
@@ -175,3 +179,41 @@ class CustomerList(Base):
         ForeignKey("stores.domain", ondelete="SET NULL"), unique=True, nullable=True
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DeletedStore(Base):
+    """A store that was deleted: when, from which project, and what was removed.
+
+    No credentials are kept except, encrypted, the app secret(s) that sign the store's
+    webhooks, and only until Shopify's ``shop/redact`` for the store has been handled: that
+    compliance webhook arrives about 48 hours after the app is uninstalled and must be
+    verified like any other delivery.
+    """
+
+    __tablename__ = "deleted_stores"
+
+    domain: Mapped[str] = mapped_column(String(100), primary_key=True)
+    project_name: Mapped[str] = mapped_column(String(100))
+    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    webhook_secrets: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    removed: Mapped[str] = mapped_column(Text, default="{}")  # JSON summary of what was removed
+
+
+class PrivacyAction(Base):
+    """One privacy request (a compliance webhook or a delete) and what was done about it.
+
+    Holds ids, times, the outcome and counts of what was touched, never personal data.
+    """
+
+    __tablename__ = "privacy_actions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(200), unique=True)
+    topic: Mapped[str] = mapped_column(String(60))
+    shop: Mapped[str] = mapped_column(String(100), index=True)
+    customer_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    outcome: Mapped[str] = mapped_column(String(40), default="pending")
+    touched: Mapped[str] = mapped_column(Text, default="{}")  # JSON: table -> rows, files, ...

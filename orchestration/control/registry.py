@@ -2,19 +2,20 @@
 
 Callers get plain frozen records (``StoreInfo``, ``EntityStatusInfo``), never ORM objects,
 so nothing leaks a session, and never credentials unless they ask for them by name
-(``credentials``). Extension points for the later connect flows (OAuth, reconnect,
-disconnect, delete, health) are the status setters and ``AuthKind``.
+(``credentials``). A registry opened for one project (``project=``) lists only that
+project's stores: a Dagster code location serves one project and its warehouse.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, delete, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestration.control.crypto import CredentialCipher, load_key
@@ -22,16 +23,26 @@ from orchestration.control.domains import normalize_store_domain
 from orchestration.control.models import (
     AuthKind,
     Base,
+    DeletedStore,
     EntityState,
     EntityStatus,
+    PrivacyAction,
     Project,
     Store,
     StoreStatus,
     utcnow,
 )
+from orchestration.control.projects import (
+    DEFAULT_PROJECT,
+    InvalidProjectName,
+    ProjectPaths,
+    default_warehouse_path,
+    validate_project_name,
+)
 from orchestration.control.settings import ControlSettings
 
-DEFAULT_PROJECT = "default"
+# Credential keys that sign webhooks (several during a secret rotation).
+WEBHOOK_SECRET_KEYS = ("client_secret", "previous_client_secret")
 
 # The five "Sync data from Shopify" toggles, on by default, with their product labels.
 INBOUND_TOGGLES: dict[str, str] = {
@@ -61,6 +72,32 @@ class StoreNotFound(RegistryError):
 
 class StoreInOtherProject(RegistryError):
     """A store can be connected to one project only."""
+
+
+@dataclass(frozen=True)
+class DeletedStoreInfo:
+    """A deleted store's tombstone (no credentials)."""
+
+    domain: str
+    project: str
+    deleted_at: datetime
+    keeps_webhook_secret: bool
+    removed: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PrivacyActionInfo:
+    """One audited privacy action (ids, times, outcome and counts; no personal data)."""
+
+    event_id: str
+    topic: str
+    shop: str
+    customer_id: int | None
+    request_id: str | None
+    received_at: datetime
+    done_at: datetime | None
+    outcome: str
+    touched: dict[str, Any]
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -122,6 +159,20 @@ def _entity_info(row: EntityStatus) -> EntityStatusInfo:
     )
 
 
+def _privacy_info(row: PrivacyAction) -> PrivacyActionInfo:
+    return PrivacyActionInfo(
+        event_id=row.event_id,
+        topic=row.topic,
+        shop=row.shop,
+        customer_id=row.customer_id,
+        request_id=row.request_id,
+        received_at=_aware(row.received_at) or utcnow(),
+        done_at=_aware(row.done_at),
+        outcome=row.outcome,
+        touched=json.loads(row.touched or "{}"),
+    )
+
+
 def _enable_sqlite_foreign_keys(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -133,10 +184,14 @@ def _enable_sqlite_foreign_keys(engine: Engine) -> None:
 
 
 class StoreRegistry:
-    """The control-plane database: projects, stores (credentials encrypted), entity status."""
+    """The control-plane database: projects, stores (credentials encrypted), entity status.
 
-    def __init__(self, settings: ControlSettings | None = None) -> None:
+    ``project``: list only that project's stores (a code location's view); None lists all.
+    """
+
+    def __init__(self, settings: ControlSettings | None = None, *, project: str | None = None) -> None:
         self.settings = settings or ControlSettings()
+        self.project = project
         url = self.settings.database_url
         if url.startswith("sqlite:///"):
             self.settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -166,28 +221,66 @@ class StoreRegistry:
         self.engine.dispose()
 
     # projects ----------------------------------------------------------------------------
-    def ensure_project(
-        self, name: str = DEFAULT_PROJECT, warehouse_path: str = "data/warehouse.duckdb"
-    ) -> str:
-        """Create the project if it does not exist yet; return its warehouse path."""
+    def ensure_project(self, name: str = DEFAULT_PROJECT, warehouse_path: str | None = None) -> str:
+        """Create the project if it does not exist yet; return its warehouse path (resolved).
+
+        ``warehouse_path`` is relative to the data folder unless absolute; by default the
+        default project's warehouse is ``warehouse.duckdb`` and any other project's is
+        ``projects/<name>/warehouse.duckdb``.
+        """
+        try:
+            validate_project_name(name)
+        except InvalidProjectName as exc:
+            raise RegistryError(str(exc)) from None
         with self.session() as s:
-            project = s.get(Project, name)
-            if project is None:
-                project = Project(name=name, warehouse_path=warehouse_path)
-                s.add(project)
-            return project.warehouse_path
+            self._ensure_project(s, name, warehouse_path)
+        return str(self.project_paths(name).warehouse)
+
+    @staticmethod
+    def _ensure_project(s: Session, name: str, warehouse_path: str | None = None) -> Project:
+        project = s.get(Project, name)
+        if project is None:
+            project = Project(name=name, warehouse_path=warehouse_path or default_warehouse_path(name))
+            s.add(project)
+            s.flush()
+        return project
 
     def projects(self) -> dict[str, str]:
-        """Project name -> warehouse path."""
+        """Project name -> its warehouse file (resolved against the data folder)."""
         with self.session() as s:
-            return {p.name: p.warehouse_path for p in s.scalars(select(Project).order_by(Project.name))}
+            rows = [(p.name, p.warehouse_path) for p in s.scalars(select(Project).order_by(Project.name))]
+        return {
+            name: str(ProjectPaths.resolve(name, self.settings.data_dir, path).warehouse)
+            for name, path in rows
+        }
+
+    def project_paths(self, name: str) -> ProjectPaths:
+        """Where a project's warehouse, landing zone, state and exports live (a project not
+        created yet gets its default place)."""
+        with self.session() as s:
+            row = s.get(Project, name)
+            stored = None if row is None else row.warehouse_path
+        return ProjectPaths.resolve(name, self.settings.data_dir, stored)
+
+    def store_paths(self, domain: str) -> ProjectPaths:
+        """The paths of the project a registered (or deleted) store belongs to."""
+        with self.session() as s:
+            row = s.get(Store, domain)
+            project = row.project_name if row is not None else None
+            if project is None:
+                gone = s.get(DeletedStore, domain)
+                project = gone.project_name if gone is not None else None
+        if project is None:
+            raise StoreNotFound(f"Store {domain} is not registered.")
+        return self.project_paths(project)
 
     # stores ------------------------------------------------------------------------------
     def connect_store(
         self,
         domain: str,
         *,
-        access_token: str,
+        access_token: str | None = None,
+        credentials: dict[str, Any] | None = None,
         project: str = DEFAULT_PROJECT,
         api_base_url: str | None = None,
         scopes: Iterable[str] = (),
@@ -196,24 +289,47 @@ class StoreRegistry:
     ) -> StoreInfo:
         """Register (or reconnect) a store with verified credentials; status becomes Connected.
 
-        ``domain`` is normalised (raises ``InvalidStoreDomain``). Reconnecting a store keeps
-        its entity status (and so its sync history); a store already in another project is
-        refused, as the product allows one project per store.
+        ``credentials`` (encrypted at rest) hold ``access_token`` and/or ``client_id`` and
+        ``client_secret``; ``access_token`` and ``extra_credentials`` are shorthands merged
+        into it. ``domain`` is normalised (raises ``InvalidStoreDomain``). Reconnecting a
+        store keeps its entity status, settings and lists; a store already in another
+        project is refused, as the product allows one project per store, unless it was
+        disconnected there: then it moves, and its sync status starts over (the new
+        project's warehouse has none of its data).
         """
         domain = normalize_store_domain(domain)
-        secret = self.cipher.encrypt({"access_token": access_token, **(extra_credentials or {})})
+        try:
+            validate_project_name(project)
+        except InvalidProjectName as exc:
+            raise RegistryError(str(exc)) from None
+        secret_fields: dict[str, Any] = {**(credentials or {}), **(extra_credentials or {})}
+        if access_token:
+            secret_fields["access_token"] = access_token
+        if not secret_fields.get("access_token") and not (
+            secret_fields.get("client_id") and secret_fields.get("client_secret")
+        ):
+            raise RegistryError(
+                f"No credentials for {domain}: give an access token, or a client id and client secret."
+            )
+        secret = self.cipher.encrypt(secret_fields)
         now = utcnow()
         with self.session() as s:
-            if s.get(Project, project) is None:
-                s.add(Project(name=project, warehouse_path="data/warehouse.duckdb"))
-                s.flush()
             row = s.get(Store, domain)
             if row is not None and row.project_name != project:
-                raise StoreInOtherProject(
-                    f"Already connected to another project: {domain} belongs to project "
-                    f"{row.project_name!r}. Disconnect it there first, then connect it here."
-                )
+                if row.status is not StoreStatus.DISCONNECTED:
+                    raise StoreInOtherProject(
+                        f"Already connected to another project: {domain} belongs to project "
+                        f"{row.project_name!r}. Disconnect it there first, then connect it here."
+                    )
+                self._ensure_project(s, project)
+                row.project_name = project
+                s.execute(delete(EntityStatus).where(EntityStatus.store_domain == domain))
+            self._ensure_project(s, project)
             if row is None:
+                # A store connected again after a delete starts fresh: the tombstone goes.
+                gone = s.get(DeletedStore, domain)
+                if gone is not None:
+                    s.delete(gone)
                 row = Store(domain=domain, project_name=project, created_at=now)
                 s.add(row)
             row.api_base_url = api_base_url
@@ -226,6 +342,28 @@ class StoreRegistry:
             s.flush()
             return _store_info(row)
 
+    def update_credentials(self, domain: str, changes: dict[str, Any]) -> None:
+        """Change some credential fields (None removes one), e.g. a refreshed token's expiry."""
+        with self.session() as s:
+            row = s.get(Store, domain)
+            if row is None:
+                raise StoreNotFound(f"Store {domain} is not registered.")
+            current = self.cipher.decrypt(row.credentials)
+            for key, value in changes.items():
+                if value is None:
+                    current.pop(key, None)
+                else:
+                    current[key] = value
+            row.credentials = self.cipher.encrypt(current)
+
+    def set_scopes(self, domain: str, scopes: Iterable[str]) -> None:
+        """Record the access scopes Shopify last reported as granted."""
+        with self.session() as s:
+            row = s.get(Store, domain)
+            if row is None:
+                raise StoreNotFound(f"Store {domain} is not registered.")
+            row.scopes = ",".join(sorted(set(scopes)))
+
     def get_store(self, domain: str) -> StoreInfo:
         """A registered store (raises ``StoreNotFound``)."""
         with self.session() as s:
@@ -237,7 +375,8 @@ class StoreRegistry:
             return _store_info(row)
 
     def list_stores(self, project: str | None = None) -> list[StoreInfo]:
-        """Registered stores, by domain."""
+        """Registered stores, by domain: of ``project``, else of the registry's project, else all."""
+        project = project or self.project
         with self.session() as s:
             query = select(Store).order_by(Store.domain)
             if project is not None:
@@ -252,6 +391,141 @@ class StoreRegistry:
                 raise StoreNotFound(f"Store {domain} is not registered.")
             blob = row.credentials
         return self.cipher.decrypt(blob)
+
+    def client_options(self, domain: str) -> dict[str, Any]:
+        """Keyword arguments of ``ShopifyClient`` for a store: its base URL and credentials.
+
+        A store on the client-credentials grant gets no ``access_token``: the client then
+        obtains tokens itself and refreshes them before expiry and on a 401.
+        """
+        store = self.get_store(domain)
+        secret = self.credentials(domain)
+        static = store.auth_kind is not AuthKind.CLIENT_CREDENTIALS
+        return {
+            "access_token": (secret.get("access_token") or None) if static else None,
+            "client_id": secret.get("client_id"),
+            "client_secret": secret.get("client_secret"),
+            "base_url": store.api_base_url,
+        }
+
+    def webhook_secrets(self, domain: str) -> tuple[str, ...]:
+        """The app secrets that may sign the store's webhooks (empty if none is known)."""
+        secret = self.credentials(domain)
+        return tuple(str(secret[k]) for k in WEBHOOK_SECRET_KEYS if secret.get(k))
+
+    # deletion ----------------------------------------------------------------------------
+    def forget_store(self, domain: str, removed: dict[str, Any] | None = None) -> None:
+        """Remove the store's row and every per-store row, keeping a tombstone.
+
+        The tombstone keeps, encrypted, only the secrets that sign the store's webhooks, so
+        the ``shop/redact`` Shopify sends after the uninstall can still be verified.
+        """
+        with self.session() as s:
+            row = s.get(Store, domain)
+            if row is None:
+                raise StoreNotFound(f"Store {domain} is not registered.")
+            secret = self.cipher.decrypt(row.credentials)
+            kept = [str(secret[k]) for k in WEBHOOK_SECRET_KEYS if secret.get(k)]
+            tomb = s.get(DeletedStore, domain) or DeletedStore(domain=domain)
+            tomb.project_name = row.project_name
+            tomb.deleted_at = utcnow()
+            tomb.webhook_secrets = self.cipher.encrypt({"secrets": kept}) if kept else None
+            tomb.removed = json.dumps(removed or {}, default=str)
+            s.merge(tomb)
+            # Every per-store table by its store_domain column, children first, so no
+            # foreign key is left dangling on any database.
+            for table in reversed(Base.metadata.sorted_tables):
+                if "store_domain" in table.c:
+                    s.execute(delete(table).where(table.c.store_domain == domain))
+            s.delete(row)
+
+    def deleted_store(self, domain: str) -> DeletedStoreInfo | None:
+        """The tombstone of a deleted store, or None."""
+        with self.session() as s:
+            row = s.get(DeletedStore, domain)
+            if row is None:
+                return None
+            return DeletedStoreInfo(
+                domain=row.domain,
+                project=row.project_name,
+                deleted_at=_aware(row.deleted_at) or utcnow(),
+                keeps_webhook_secret=row.webhook_secrets is not None,
+                removed=json.loads(row.removed or "{}"),
+            )
+
+    def deleted_store_secrets(self, domain: str) -> tuple[str, ...]:
+        """The webhook-signing secrets a tombstone still keeps (empty once erased)."""
+        with self.session() as s:
+            row = s.get(DeletedStore, domain)
+            blob = None if row is None else row.webhook_secrets
+        if blob is None:
+            return ()
+        return tuple(self.cipher.decrypt(blob).get("secrets") or ())
+
+    def erase_deleted_store_secrets(self, domain: str) -> bool:
+        """Drop the last secret a tombstone keeps (after ``shop/redact``); True if one was kept."""
+        with self.session() as s:
+            row = s.get(DeletedStore, domain)
+            if row is None or row.webhook_secrets is None:
+                return False
+            row.webhook_secrets = None
+            return True
+
+    # privacy audit -----------------------------------------------------------------------
+    def privacy_action(self, event_id: str) -> PrivacyActionInfo | None:
+        """The audit row of one privacy request, or None if it was never seen."""
+        with self.session() as s:
+            row = s.scalars(select(PrivacyAction).where(PrivacyAction.event_id == event_id)).first()
+            return None if row is None else _privacy_info(row)
+
+    def privacy_actions(self, shop: str | None = None) -> list[PrivacyActionInfo]:
+        """Audited privacy actions, oldest first (of one shop, or all)."""
+        with self.session() as s:
+            query = select(PrivacyAction).order_by(PrivacyAction.id)
+            if shop is not None:
+                query = query.where(PrivacyAction.shop == shop)
+            return [_privacy_info(r) for r in s.scalars(query)]
+
+    def redacted_customers(self, shop: str) -> set[int]:
+        """Ids of the store's customers erased on request (customers/redact done)."""
+        with self.session() as s:
+            rows = s.scalars(
+                select(PrivacyAction.customer_id).where(
+                    PrivacyAction.shop == shop,
+                    PrivacyAction.topic == "customers/redact",
+                    PrivacyAction.outcome == "redacted",
+                )
+            ).all()
+        return {int(r) for r in rows if r is not None}
+
+    def record_privacy_action(
+        self,
+        event_id: str,
+        topic: str,
+        shop: str,
+        *,
+        customer_id: int | None = None,
+        request_id: str | None = None,
+        received_at: datetime | None = None,
+        outcome: str,
+        touched: dict[str, Any] | None = None,
+        done: bool = True,
+    ) -> PrivacyActionInfo:
+        """Insert or update the audit row of a privacy request (``touched``: counts, never personal data)."""
+        with self.session() as s:
+            row = s.scalars(select(PrivacyAction).where(PrivacyAction.event_id == event_id)).first()
+            if row is None:
+                row = PrivacyAction(
+                    event_id=event_id, topic=topic, shop=shop, received_at=received_at or utcnow()
+                )
+                s.add(row)
+            row.customer_id = customer_id
+            row.request_id = request_id
+            row.outcome = outcome
+            row.touched = json.dumps(touched or {}, default=str, sort_keys=True)
+            row.done_at = utcnow() if done else None
+            s.flush()
+            return _privacy_info(row)
 
     def set_store_status(self, domain: str, status: StoreStatus, detail: str | None = None) -> None:
         """Change a store's status badge (e.g. Reconnect required after a 401)."""

@@ -12,8 +12,9 @@ class ControlSettings(BaseSettings):
     """Where the store registry lives and how its secrets are protected.
 
     Environment: ``SHOPSYNC_CONTROL_URL`` (an SQLAlchemy URL, e.g.
-    ``postgresql+psycopg2://user:pw@host/db``), ``SHOPSYNC_SECRET_KEY`` (a Fernet key) and
-    ``SHOPSYNC_DATA_DIR``. Values passed to the constructor win over the environment.
+    ``postgresql+psycopg2://user:pw@host/db``), ``SHOPSYNC_SECRET_KEY`` (a Fernet key),
+    ``SHOPSYNC_DATA_DIR`` and ``SHOPSYNC_PROJECT`` (the project a Dagster code location
+    serves). Values passed to the constructor win over the environment.
     """
 
     model_config = SettingsConfigDict(env_prefix="SHOPSYNC_", extra="ignore")
@@ -21,6 +22,7 @@ class ControlSettings(BaseSettings):
     data_dir: Path = Path("data")
     control_url: str | None = None
     secret_key: SecretStr | None = None
+    project: str = "default"
 
     @property
     def database_url(self) -> str:
@@ -32,6 +34,11 @@ class ControlSettings(BaseSettings):
                     return "postgresql+psycopg2://" + self.control_url.removeprefix(bare)
             return self.control_url
         return f"sqlite:///{(self.data_dir / 'control.db').resolve()}"
+
+    @property
+    def journal_path(self) -> Path:
+        """The webhook receiver's journal (shared by every project)."""
+        return self.data_dir / "webhooks" / "journal.db"
 
     @property
     def key_path(self) -> Path:

@@ -11,14 +11,14 @@ Transitions (the product's four badges):
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete
-
-from orchestration.control.models import Base, EntityState, Store, StoreStatus
+from orchestration.control.models import EntityState, StoreStatus
+from orchestration.control.projects import ProjectPaths
 from orchestration.control.registry import EntityStatusInfo, StoreRegistry
 
 # Badges a sync outcome must not overwrite: the user or Shopify must act first.
@@ -74,6 +74,7 @@ class StoreCard:
     dead_letters: int = 0
     webhook_lag_s: float | None = None
     pending_webhook_batches: int = 0
+    last_bulk_synced: datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
@@ -86,11 +87,13 @@ class StoreCard:
                 e.entity: {
                     "state": e.state.value,
                     "last_sync_at": e.last_sync_at.isoformat() if e.last_sync_at else None,
+                    "last_bulk_sync_at": e.last_bulk_sync_at.isoformat() if e.last_bulk_sync_at else None,
                     "last_error": e.last_error,
                 }
                 for e in self.entities
             },
             "last_synced": self.last_synced.isoformat() if self.last_synced else None,
+            "last_bulk_synced": self.last_bulk_synced.isoformat() if self.last_bulk_synced else None,
             "health": {name: ok for name, ok in self.health},
             "health_checked_at": self.health_checked_at.isoformat() if self.health_checked_at else None,
             "details": self.details,
@@ -124,16 +127,31 @@ def dead_letter_counts(warehouse: Path) -> dict[str, int]:
         con.close()
 
 
-def store_cards(registry: StoreRegistry, warehouse: Path, landing_root: Path) -> list[StoreCard]:
-    """A card per registered store."""
+def store_cards(
+    registry: StoreRegistry,
+    warehouse: Path | None = None,
+    landing_root: Path | None = None,
+    *,
+    project: str | None = None,
+) -> list[StoreCard]:
+    """A card per registered store (of ``project``, or all).
+
+    Each store's dead letters and webhook lag come from its own project's warehouse and
+    landing zone, unless ``warehouse``/``landing_root`` say otherwise.
+    """
     from orchestration.control.health import saved_health
     from pipelines.webhooks.apply import pending_webhook_batches, webhook_lag_s
 
-    dead = dead_letter_counts(warehouse)
+    dead_by_project: dict[str, dict[str, int]] = {}
     cards = []
-    for store in registry.list_stores():
+    for store in registry.list_stores(project):
+        paths = registry.project_paths(store.project)
+        if store.project not in dead_by_project:
+            dead_by_project[store.project] = dead_letter_counts(warehouse or paths.warehouse)
+        landing_path = landing_root or paths.landing
         entities = tuple(registry.entity_statuses(store.domain))
         synced = [e.last_sync_at for e in entities if e.last_sync_at is not None]
+        bulk = [e.last_bulk_sync_at for e in entities if e.last_bulk_sync_at is not None]
         details, items, checked_at = saved_health(registry, store.domain)
         cards.append(
             StoreCard(
@@ -146,9 +164,10 @@ def store_cards(registry: StoreRegistry, warehouse: Path, landing_root: Path) ->
                 health=tuple((i.name, i.passed) for i in items),
                 health_checked_at=checked_at,
                 details=details,
-                dead_letters=dead.get(store.domain, 0),
-                webhook_lag_s=webhook_lag_s(landing_root, store.domain),
-                pending_webhook_batches=len(pending_webhook_batches(landing_root, store.domain)),
+                dead_letters=dead_by_project[store.project].get(store.domain, 0),
+                webhook_lag_s=webhook_lag_s(landing_path, store.domain),
+                pending_webhook_batches=len(pending_webhook_batches(landing_path, store.domain)),
+                last_bulk_synced=max(bulk) if bulk else None,
             )
         )
     return cards
@@ -174,10 +193,13 @@ def render_card(card: StoreCard) -> str:
     if card.entities:
         for e in card.entities:
             extra = f" — {e.last_error}" if e.state is EntityState.FAILED and e.last_error else ""
-            lines.append(f"│   {e.entity:<20} {e.state.value:<8} last synced {when(e.last_sync_at)}{extra}")
+            lines.append(
+                f"│   {e.entity:<20} {e.state.value:<8} last synced {when(e.last_sync_at)}"
+                f"  last bulk sync {when(e.last_bulk_sync_at)}{extra}"
+            )
     else:
         lines.append("│   no entity synced yet")
-    lines.append(f"│ Last synced: {when(card.last_synced)}")
+    lines.append(f"│ Last synced: {when(card.last_synced)}   Last bulk sync: {when(card.last_bulk_synced)}")
     if card.health:
         marks = "  ".join(f"{'✔' if ok else '✘'} {name}" for name, ok in card.health)
         lines.append(f"│ Health ({when(card.health_checked_at)}): {marks}")
@@ -195,49 +217,36 @@ def render_card(card: StoreCard) -> str:
 # delete ----------------------------------------------------------------------------------------
 @dataclass
 class DeleteReport:
-    """What deleting a store removed."""
+    """What deleting a store removed (counts and yes/no only: no personal data)."""
 
     domain: str
+    project: str = ""
     warehouse_rows: dict[str, int] = field(default_factory=dict)
     landing_files: int = 0
     state_files: int = 0
+    quarantined: int = 0
+    journal_deliveries: int = 0
+    privacy_exports: int = 0
+    snapshot: str = "none published"
     credentials: bool = False
     partition: bool = False
     grant_revoked: str = "not attempted"
 
-
-def delete_warehouse_rows(warehouse: Path, domain: str) -> dict[str, int]:
-    """Delete the store's rows from every warehouse table with a ``shop`` column; rows per table."""
-    import duckdb
-
-    if not Path(warehouse).exists():
-        return {}
-    con = duckdb.connect(str(warehouse))
-    removed: dict[str, int] = {}
-    try:
-        tables = con.execute(
-            "SELECT table_schema, table_name FROM information_schema.columns "
-            "WHERE column_name = 'shop' AND table_schema NOT LIKE '%_staging' "
-            "AND table_name NOT LIKE '\\_dlt%' ESCAPE '\\' ORDER BY 1, 2"
-        ).fetchall()
-        con.execute("BEGIN")
-        for schema, table in tables:
-            kind = con.execute(
-                "SELECT table_type FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-                [schema, table],
-            ).fetchone()
-            if kind is None or kind[0] != "BASE TABLE":
-                continue
-            count = con.execute(
-                f'SELECT count(*) FROM "{schema}"."{table}" WHERE shop = ?', [domain]
-            ).fetchone()[0]
-            if count:
-                con.execute(f'DELETE FROM "{schema}"."{table}" WHERE shop = ?', [domain])
-                removed[f"{schema}.{table}"] = count
-        con.execute("COMMIT")
-    finally:
-        con.close()
-    return removed
+    def summary(self) -> dict[str, Any]:
+        """The report as JSON-ready data (kept in the audit and the tombstone)."""
+        return {
+            "project": self.project,
+            "warehouse_rows": dict(sorted(self.warehouse_rows.items())),
+            "landing_files": self.landing_files,
+            "state_files": self.state_files,
+            "quarantined_webhooks": self.quarantined,
+            "journal_deliveries": self.journal_deliveries,
+            "privacy_exports": self.privacy_exports,
+            "snapshot": self.snapshot,
+            "credentials": self.credentials,
+            "partition": self.partition,
+            "grant": self.grant_revoked,
+        }
 
 
 def _remove_tree(path: Path) -> int:
@@ -248,36 +257,100 @@ def _remove_tree(path: Path) -> int:
     return count
 
 
-def delete_store_data(
+def republish_snapshot(paths: ProjectPaths) -> str:
+    """Publish the analyst snapshot again and drop older versions (they hold erased data)."""
+    from pipelines.snapshot import DATABASE_NAME, SnapshotError, publish_snapshot
+
+    if not (paths.snapshot / DATABASE_NAME).exists():
+        return "none published"
+    try:
+        publish_snapshot(paths.warehouse, paths.snapshot, keep=1, min_age_s=0.0)
+    except (SnapshotError, OSError) as exc:
+        return f"not re-published ({exc}); materialise analyst_snapshot to refresh it"
+    return "re-published; older versions removed"
+
+
+def revoke_grant(registry: StoreRegistry, domain: str) -> str:
+    """Uninstall the app from the store (GraphQL ``appUninstall``): Shopify revokes its tokens."""
+    from pipelines.shopify import documents
+    from pipelines.shopify.client import ShopifyAuthError, ShopifyClient, ShopifyError
+
+    try:
+        with ShopifyClient(domain, **{**registry.client_options(domain), "max_attempts": 3}) as client:
+            data = client.execute(documents.load("app_uninstall"), expected_cost=10)
+    except ShopifyAuthError:
+        return "already revoked (Shopify no longer accepts the app's credentials)"
+    except ShopifyError as exc:
+        return f"not revoked ({exc}); uninstall the app in the store's Shopify admin"
+    errors = [e.get("message", "") for e in (data.get("appUninstall") or {}).get("userErrors") or []]
+    if errors:
+        return f"not revoked ({'; '.join(errors)}); uninstall the app in the store's Shopify admin"
+    return "revoked (app uninstalled)"
+
+
+def erase_store_data(
+    domain: str, paths: ProjectPaths, journal: Path, *, customer_list: str | None = None
+) -> DeleteReport:
+    """Remove everything the project holds about a store (idempotent; the registry is left alone).
+
+    Warehouse rows of every table (and the store's people from the contact tables), the
+    landing folder, quarantined webhooks, fetch state, the receiver journal's deliveries,
+    data-request exports; the analyst snapshot is re-published without them.
+    """
+    from pipelines import privacy
+    from pipelines.webhooks.journal import forget_shop
+
+    report = DeleteReport(domain=domain, project=paths.project)
+    report.warehouse_rows = privacy.delete_shop_rows(paths.warehouse, domain, customer_list=customer_list)
+    report.landing_files = _remove_tree(paths.landing / domain)
+    report.quarantined = privacy.scrub_quarantine(paths.landing, domain)
+    report.state_files = _remove_tree(paths.state / domain)
+    if paths.state.exists():
+        for path in list(paths.state.glob(f"*{domain}*")):
+            if path.is_file():
+                path.unlink()
+                report.state_files += 1
+    report.journal_deliveries = forget_shop(journal, domain)
+    report.privacy_exports = _remove_tree(paths.privacy / domain)
+    report.snapshot = republish_snapshot(paths)
+    return report
+
+
+def delete_store(
     registry: StoreRegistry,
     domain: str,
     *,
-    warehouse: Path,
-    landing_root: Path,
-    state_dir: Path | None = None,
+    revoke: bool = True,
+    remove_partition: Callable[[str], bool] | None = None,
+    event_id: str | None = None,
+    topic: str = "stores/delete",
 ) -> DeleteReport:
-    """Remove a store's warehouse rows, landing folder, fetch state and registry row (credentials too)."""
-    registry.get_store(domain)  # raises StoreNotFound
-    report = DeleteReport(domain=domain)
-    report.warehouse_rows = delete_warehouse_rows(warehouse, domain)
-    report.landing_files = _remove_tree(Path(landing_root) / domain)
-    if state_dir is not None:
-        state = Path(state_dir)
-        if state.exists():
-            for path in list(state.rglob(f"*{domain}*")):
-                if path.is_file():
-                    path.unlink()
-                    report.state_files += 1
-                elif path.is_dir():
-                    report.state_files += _remove_tree(path)
-    with registry.session() as s:
-        row = s.get(Store, domain)
-        if row is not None:
-            # Every per-store table (details, toggles, entity status, ...) by its store_domain
-            # column, children first, so no foreign key is left dangling on any database.
-            for table in reversed(Base.metadata.sorted_tables):
-                if "store_domain" in table.c:
-                    s.execute(delete(table).where(table.c.store_domain == domain))
-            s.delete(row)
-            report.credentials = True
+    """Delete a store irreversibly: revoke the grant, erase its data, forget its credentials.
+
+    The store is paused first so nothing new arrives for it meanwhile; a tombstone keeps
+    only what verifies the ``shop/redact`` Shopify sends after the uninstall. The action is
+    audited in ``privacy_actions``.
+    """
+    from orchestration.control.models import utcnow
+
+    store = registry.get_store(domain)  # raises StoreNotFound
+    paths = registry.project_paths(store.project)
+    customer_list = registry.customer_list(domain)
+    received = utcnow()
+    registry.set_store_status(domain, StoreStatus.DISCONNECTED, "Being deleted.")
+    grant = revoke_grant(registry, domain) if revoke else "not attempted (the app was already uninstalled)"
+    report = erase_store_data(domain, paths, registry.settings.journal_path, customer_list=customer_list)
+    report.grant_revoked = grant
+    report.credentials = True
+    if remove_partition is not None:
+        report.partition = remove_partition(domain)
+    registry.forget_store(domain, removed=report.summary())
+    registry.record_privacy_action(
+        event_id or f"delete:{domain}:{received.isoformat()}",
+        topic,
+        domain,
+        received_at=received,
+        outcome="deleted",
+        touched=report.summary(),
+    )
     return report

@@ -9,6 +9,13 @@ never loaded as they are. Instead each delivery only says *which* record changed
   warehouse always gets Shopify's *current* state in the usual shape. A record that no
   longer exists when re-read is landed as deleted.
 - ``app/uninstalled``: reported to the caller (the store needs reconnecting).
+- privacy topics never reach this step: the receiver seals them apart (``_privacy``).
+
+Old deliveries never regress the warehouse: a payload older than what is held is stale in
+the receiver's journal when a newer one for the same record came first; otherwise its
+re-read returns the record as it is *now*, and the loader keeps, per record, whichever
+version has the later ``updated_at`` (older rows count as stale). So the comparison with
+the warehouse's ``updated_at`` happens where the warehouse is written, at load time.
 
 A webhook batch is marked loaded (``.loaded``) once its entity batches are written, so it
 is applied once; re-applying after a crash in between only re-lands the same current
@@ -144,16 +151,20 @@ def apply_pending(
     *,
     now: datetime | None = None,
     entities: Collection[str] | None = None,
+    redacted: Collection[int] = (),
 ) -> ApplyResult:
     """Apply every pending webhook batch of ``shop``; return what was landed.
 
     ``entities``: the entities the store's inbound toggles let in (None = all); deliveries
-    about the others are acknowledged and counted as ignored.
+    about the others are acknowledged and counted as ignored. ``redacted``: ids of
+    customers erased on request (customers/redact); their changes are not re-read, so the
+    personal data is not fetched back.
 
     ``client_factory`` is called only if a record must be re-read. Errors of the client
     (``ShopifyError``) propagate and leave the webhook batches pending for the next pass.
     """
     result = ApplyResult(shop=shop)
+    erased = {str(i) for i in redacted}
     batches = pending_webhook_batches(landing_root, shop)
     if not batches:
         return result
@@ -179,6 +190,9 @@ def apply_pending(
                 continue
             action, entity, gid = decided
             if entities is not None and entity not in entities:
+                result.ignored += 1
+                continue
+            if entity == "customers" and action == "refetch" and gid.rsplit("/", 1)[-1] in erased:
                 result.ignored += 1
                 continue
             if actions.get(gid, ("", ""))[1] != "delete":

@@ -5,6 +5,10 @@ delivery is on disk when ``record`` returns). It dedupes on ``X-Shopify-Event-Id
 delivers at least once and retries), remembers the newest ``updated_at`` seen per resource
 so an out-of-date delivery is recognised, and hands unsealed deliveries to ``seal``, which
 turns them into immutable landing batches (one per shop) for the loader's side.
+
+Privacy topics (``customers/data_request``, ``customers/redact``, ``shop/redact``) are sealed
+apart, into ``<landing>/_privacy/requests/``, with the personal fields Shopify puts in them
+(the customer's email and phone) left out: the request needs only the ids.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import queue
 import sqlite3
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +29,26 @@ from pipelines import landing
 
 ENTITY = "webhooks"
 Outcome = Literal["accepted", "duplicate", "stale", "dropped"]
+# Shopify's mandatory compliance topics: accepted whatever the store's status.
+PRIVACY_TOPICS = frozenset({"customers/data_request", "customers/redact", "shop/redact"})
+# Where sealed privacy requests land: ``<landing>/_privacy/requests/`` (every store of the project).
+PRIVACY_FOLDER = "_privacy"
+PRIVACY_ENTITY = "requests"
+LandingRoot = Path | Callable[[str], Path]
+
+
+def privacy_request(payload: dict[str, Any]) -> dict[str, Any]:
+    """The ids of a compliance payload, without the personal fields (email, phone) it carries."""
+    customer = payload.get("customer") if isinstance(payload.get("customer"), dict) else None
+    kept: dict[str, Any] = {
+        k: payload[k]
+        for k in ("shop_id", "shop_domain", "orders_requested", "orders_to_redact", "data_request")
+        if k in payload
+    }
+    if customer is not None:
+        kept["customer"] = {"id": customer.get("id")}
+    return kept
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -188,25 +213,35 @@ class Journal:
             rows = self._db.execute("SELECT outcome, count(*) FROM deliveries GROUP BY outcome").fetchall()
         return {outcome: n for outcome, n in rows}
 
-    def seal(self, landing_root: Path) -> list[landing.Manifest]:
+    def seal(self, landing_root: LandingRoot) -> list[landing.Manifest]:
         """Move unsealed deliveries into landing batches, one per shop, oldest event first.
 
-        Each row is ``{"event_id", "topic", "triggered_at", "received_at", "payload"}`` in
-        ``landing/<shop>/webhooks/``. Two steps make it exactly-once across crashes: rows
-        are first claimed for a batch id (committed), then the batch is written and the rows
-        marked sealed. A crash in between leaves claimed, unsealed rows, which the next
-        call writes under the same batch id (``write_batch`` is idempotent per id).
+        ``landing_root`` is a folder, or a function giving each shop's (each project has
+        its own landing zone). Each row is ``{"event_id", "topic", "triggered_at",
+        "received_at", "payload"}`` in ``<root>/<shop>/webhooks/``; privacy requests go to
+        ``<root>/_privacy/requests/`` with the shop added and the payload reduced to ids.
+        Two steps make it exactly-once across crashes: rows are first claimed for a batch
+        id (committed), then the batch is written and the rows marked sealed. A crash in
+        between leaves claimed, unsealed rows, which the next call writes under the same
+        batch id (``write_batch`` is idempotent per id).
         """
+        root_for = landing_root if callable(landing_root) else (lambda _shop: landing_root)
+        privacy = ", ".join(f"'{t}'" for t in sorted(PRIVACY_TOPICS))
         manifests: list[landing.Manifest] = []
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             for (shop,) in self._db.execute(
                 "SELECT DISTINCT shop FROM deliveries WHERE sealed = 0 AND batch_id IS NULL"
             ).fetchall():
-                self._db.execute(
-                    "UPDATE deliveries SET batch_id = ? WHERE shop = ? AND sealed = 0 AND batch_id IS NULL",
-                    (landing.new_batch_id("webhook"), shop),
-                )
+                for kind, condition in (
+                    ("webhook", f"topic NOT IN ({privacy})"),
+                    ("privacy", f"topic IN ({privacy})"),
+                ):
+                    self._db.execute(
+                        f"UPDATE deliveries SET batch_id = ? WHERE shop = ? AND sealed = 0 AND batch_id IS NULL "
+                        f"AND {condition}",
+                        (landing.new_batch_id(kind), shop),
+                    )
             self._db.execute("COMMIT")
             claimed = self._db.execute(
                 "SELECT DISTINCT shop, batch_id FROM deliveries WHERE sealed = 0 ORDER BY batch_id"
@@ -217,21 +252,26 @@ class Journal:
                     "WHERE batch_id = ? ORDER BY coalesce(triggered_at, received_at), event_id",
                     (batch_id,),
                 ).fetchall()
+                is_privacy = bool(rows) and rows[0][1] in PRIVACY_TOPICS
                 lines = [
                     {
                         "event_id": event_id,
                         "topic": topic,
                         "triggered_at": triggered_at,
                         "received_at": received_at,
-                        "payload": json.loads(body),
+                        **(
+                            {"shop": shop, "payload": privacy_request(json.loads(body))}
+                            if is_privacy
+                            else {"payload": json.loads(body)}
+                        ),
                     }
                     for event_id, topic, triggered_at, received_at, body in rows
                 ]
                 manifests.append(
                     landing.write_batch(
-                        landing_root,
-                        shop,
-                        ENTITY,
+                        root_for(shop),
+                        PRIVACY_FOLDER if is_privacy else shop,
+                        PRIVACY_ENTITY if is_privacy else ENTITY,
                         "webhook",
                         lines,
                         batch_id=batch_id,
@@ -240,3 +280,58 @@ class Journal:
                 )
                 self._db.execute("UPDATE deliveries SET sealed = 1 WHERE batch_id = ?", (batch_id,))
         return manifests
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # Another process (the receiver) may hold the journal: wait for its writer, don't fail.
+    return sqlite3.connect(path, timeout=30, isolation_level=None)
+
+
+def forget_shop(path: Path, shop: str) -> int:
+    """Remove every delivery (and version mark) of a deleted store from the journal; deliveries removed."""
+    if not Path(path).exists():
+        return 0
+    db = _connect(path)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        removed = db.execute("DELETE FROM deliveries WHERE shop = ?", (shop,)).rowcount
+        db.execute("DELETE FROM resource_versions WHERE shop = ?", (shop,))
+        db.execute("COMMIT")
+        return int(removed)
+    finally:
+        db.close()
+
+
+def redact_deliveries(
+    path: Path,
+    shop: str,
+    is_about: Callable[[dict[str, Any]], bool],
+    scrub: Callable[[Any], Any],
+) -> int:
+    """Rewrite the bodies of a shop's deliveries about one person with their personal fields removed.
+
+    ``is_about`` gets ``{"topic", "payload"}``; matching bodies are replaced by
+    ``scrub(payload)``. The rows stay, so a redelivery is still recognised as a duplicate.
+    """
+    if not Path(path).exists():
+        return 0
+    db = _connect(path)
+    changed = 0
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        for event_id, topic, body in db.execute(
+            "SELECT event_id, topic, body FROM deliveries WHERE shop = ?", (shop,)
+        ).fetchall():
+            try:
+                payload = json.loads(body)
+            except ValueError:
+                continue
+            if is_about({"topic": topic, "payload": payload}):
+                scrubbed = json.dumps(scrub(payload)).encode()
+                if scrubbed != bytes(body):
+                    db.execute("UPDATE deliveries SET body = ? WHERE event_id = ?", (scrubbed, event_id))
+                    changed += 1
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    return changed

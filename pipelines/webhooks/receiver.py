@@ -11,6 +11,13 @@ delivery missing Shopify's headers (nothing stored); 200 otherwise — including
 stale deliveries, deliveries for a disconnected store (acknowledged and dropped) and a
 correctly signed body that is not JSON (kept in quarantine with the reason, since a retry
 would not fix it).
+
+Privacy topics are accepted whatever the store's status — for a paused store, and for a
+deleted one whose signing secret is still kept for the ``shop/redact`` that follows an
+uninstall — because Shopify requires them to be acted on.
+
+The shop's secrets come from ``lookup``, which may query a database: it runs in a worker
+thread, never on the event loop, so a slow control plane cannot stall other deliveries.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pipelines.webhooks.journal import Delivery, Journal
+from pipelines.webhooks.journal import PRIVACY_TOPICS, Delivery, Journal
 from pipelines.webhooks.verify import verify
 
 log = logging.getLogger("shopsync.webhooks")
@@ -39,10 +46,16 @@ log = logging.getLogger("shopsync.webhooks")
 
 @dataclass(frozen=True)
 class ShopWebhookConfig:
-    """What the receiver needs to know about a shop: its app secrets and whether it syncs."""
+    """What the receiver needs to know about a shop: its app secrets and whether it syncs.
+
+    ``privacy_only``: the store was deleted; only privacy topics are still taken.
+    ``landing_root``: the store's project's landing zone (None: the receiver's default).
+    """
 
     secrets: tuple[str, ...]
     active: bool = True
+    privacy_only: bool = False
+    landing_root: Path | None = None
 
 
 SecretLookup = Callable[[str], ShopWebhookConfig | None]
@@ -87,8 +100,15 @@ def create_receiver(
     landing_root: Path | None = None,
     seal_interval: float = 1.0,
 ) -> Starlette:
-    """The receiver app. With ``landing_root``, deliveries are sealed into landing batches."""
+    """The receiver app. With ``landing_root``, deliveries are sealed into landing batches
+    (into each shop's own project landing zone when the lookup names one)."""
     stats = ReceiverStats()
+
+    def root_for(shop: str) -> Path:
+        # called from the sealing thread, where a lookup may block
+        assert landing_root is not None
+        config = lookup(shop)
+        return config.landing_root if config is not None and config.landing_root is not None else landing_root
 
     async def receive(request: Request) -> Response:
         started = time.perf_counter()
@@ -117,7 +137,7 @@ def create_receiver(
             return JSONResponse(
                 {"error": f"not a Shopify webhook: missing {', '.join(missing)}"}, status_code=400
             )
-        config = lookup(shop)
+        config = await run_in_threadpool(lookup, shop)
         if config is None or not verify(body, headers.get("x-shopify-hmac-sha256"), config.secrets):
             stats.outcomes["unauthorized"] += 1
             log.warning("webhook rejected: signature does not verify", extra={"shop": shop, "topic": topic})
@@ -128,7 +148,8 @@ def create_receiver(
                 raise ValueError("payload is not a JSON object")
         except ValueError as exc:
             stats.outcomes["malformed"] += 1
-            await run_in_threadpool(_quarantine, landing_root, event_id, shop, topic, body, str(exc))
+            root = None if landing_root is None else await run_in_threadpool(root_for, shop)
+            await run_in_threadpool(_quarantine, root, event_id, shop, topic, body, str(exc))
             log.error("webhook body is not JSON; kept in quarantine", extra={"shop": shop, "topic": topic})
             return JSONResponse({"status": "quarantined"})
         delivery = Delivery(
@@ -140,7 +161,8 @@ def create_receiver(
             body=body,
             payload=payload,
         )
-        outcome = await run_in_threadpool(journal.record, delivery, dropped=not config.active)
+        keep = topic in PRIVACY_TOPICS or (config.active and not config.privacy_only)
+        outcome = await run_in_threadpool(journal.record, delivery, dropped=not keep)
         stats.outcomes[outcome] += 1
         return JSONResponse({"status": outcome})
 
@@ -162,7 +184,7 @@ def create_receiver(
                 while True:
                     await asyncio.sleep(seal_interval)
                     try:
-                        await run_in_threadpool(journal.seal, landing_root)
+                        await run_in_threadpool(journal.seal, root_for)
                     except Exception:  # keep receiving; the next tick retries the seal
                         log.exception("sealing webhook deliveries failed; will retry")
 
@@ -175,7 +197,7 @@ def create_receiver(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             if landing_root is not None:
-                await run_in_threadpool(journal.seal, landing_root)
+                await run_in_threadpool(journal.seal, root_for)
 
     app = Starlette(
         routes=[

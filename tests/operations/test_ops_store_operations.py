@@ -2,189 +2,28 @@
 
 Webhooks end to end (devstore change → receiver → apply → load → warehouse), the status
 transitions, the health checklist for each failure the devstore can cause, status cards,
-retry / re-sync without duplicates, disconnect / reconnect keeping data, delete removing
-exactly one store.
+retry / re-sync without duplicates, disconnect / reconnect keeping data (delete and the
+privacy topics: test_ops_privacy.py).
 """
 
 from __future__ import annotations
 
-import shutil
-import socket
-import threading
+import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import duckdb
 import httpx
 import pytest
-import uvicorn
-from click.testing import CliRunner
+from store_ops_support import Ops, customer_rows
 
-from devstore.server import RunningDevstore, create_world, start_in_thread
-from orchestration.cli import cli
-from orchestration.commands.stores import launch_sync
-from orchestration.commands.webhooks import apply_and_load, register_subscriptions, registry_lookup
+from devstore.server import RunningDevstore
+from orchestration.commands.webhooks import apply_and_load
 from orchestration.control import ControlSettings, EntityState, StoreRegistry, StoreStatus
 from orchestration.control.health import API, INITIAL_SYNC, OAUTH, SCOPES, check_health
 from orchestration.control.status import mark_sync_failed
 from pipelines import landing
-from pipelines.shopify.client import ShopifyClient
-from pipelines.webhooks.journal import Journal
-from pipelines.webhooks.receiver import create_receiver
-
-WORLD = {"stores": 2, "customers": 20, "seed": 5}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_devstore() -> RunningDevstore:
-    # Same seed, same world and tokens: a fresh devstore matches the synced template.
-    return start_in_thread(create_world(**WORLD), webhooks=True, webhook_time_scale=0.001)
-
-
-class Receiver:
-    """``shopsync webhooks serve``'s app in a thread, with secrets from the registry."""
-
-    def __init__(self, registry: StoreRegistry, data_dir: Path) -> None:
-        self.journal = Journal(data_dir / "webhooks" / "journal.db")
-        app = create_receiver(
-            self.journal,
-            registry_lookup(registry, ttl_s=0.0),
-            landing_root=data_dir / "landing",
-            seal_interval=0.1,
-        )
-        port = _free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "receiver did not start"
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{port}/webhooks"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.journal.close()
-
-
-class Ops:
-    """A devstore with two shops, both connected (webhooks subscribed) and synced."""
-
-    def __init__(self, store: RunningDevstore, data_dir: Path, *, connect: bool = True) -> None:
-        self.store = store
-        self.data_dir = data_dir
-        self.registry = StoreRegistry(ControlSettings(data_dir=data_dir))
-        self.receiver = Receiver(self.registry, data_dir)
-        self.runner = CliRunner()
-        self.shops = store.shops
-        if not connect:
-            return
-        for shop in self.shops:
-            result = self.cli(
-                "stores",
-                "connect",
-                shop["domain"],
-                "--token",
-                shop["access_token"],
-                "--base-url",
-                shop["base_url"],
-                "--client-secret",
-                shop["client_secret"],
-                "--webhook-url",
-                self.receiver.url,
-            )
-            assert result.exit_code == 0, result.output
-            assert "Subscribed" in result.output and shop["client_secret"] not in result.output
-
-    def cli(self, *args: str, input: str | None = None) -> Any:
-        return self.runner.invoke(cli, [*args, "--data-dir", str(self.data_dir)], input=input)
-
-    def handle(self, i: int) -> str:
-        return str(self.shops[i]["domain"]).removesuffix(".myshopify.com")
-
-    def control(self, method: str, path: str, body: Any = None) -> httpx.Response:
-        response = httpx.request(method, f"{self.store.url}/_devstore{path}", json=body, timeout=10)
-        assert response.status_code < 300, response.text
-        return response
-
-    def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
-        con = duckdb.connect(str(self.data_dir / "warehouse.duckdb"), read_only=True)
-        try:
-            return con.execute(query, list(params)).fetchall()
-        finally:
-            con.close()
-
-    def wait_webhooks(self, shop: str, topic: str, n: int = 1, timeout: float = 10.0) -> None:
-        """Wait until ``n`` deliveries of ``topic`` reached the receiver, then for the seal."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            records = httpx.get(
-                f"{self.store.url}/_devstore/webhooks/deliveries",
-                params={"shop": shop, "topic": topic},
-                timeout=5,
-            ).json()
-            if sum(1 for r in records if r.get("ok")) >= n:
-                break
-            time.sleep(0.05)
-        time.sleep(0.4)  # the receiver seals every 0.1 s
-
-    def close(self) -> None:
-        self.receiver.stop()
-        self.registry.close()
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One initial sync of both shops (connect with webhooks, then a Dagster run each), reused by copy."""
-    root = tmp_path_factory.mktemp("ops_template")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DAGSTER_HOME", str(root / "dagster_home"))
-        store = _start_devstore()
-        o = Ops(store, root / "data")
-        try:
-            for shop in o.shops:
-                outcome = launch_sync(o.registry, shop["domain"], trigger="test")
-                assert outcome["success"], o.registry.entity_statuses(shop["domain"])
-        finally:
-            o.close()
-            store.stop()
-    yield root / "data"
-
-
-@pytest.fixture
-def ops(template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ops]:
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    shutil.copytree(template, tmp_path / "data")
-    store = _start_devstore()
-    o = Ops(store, tmp_path / "data", connect=False)
-    for shop in o.shops:
-        # The copied registry points at the template's devstore port; reconnecting keeps the history.
-        o.registry.connect_store(
-            shop["domain"],
-            access_token=shop["access_token"],
-            api_base_url=shop["base_url"],
-            scopes=shop["scopes"],
-            extra_credentials={"client_secret": shop["client_secret"]},
-        )
-        with ShopifyClient(shop["domain"], access_token=shop["access_token"], base_url=shop["base_url"]) as c:
-            register_subscriptions(c, o.receiver.url)
-    yield o
-    o.close()
-    store.stop()
-
-
-def _customer_rows(ops: Ops, shop: str) -> int:
-    return ops.sql("SELECT count(*) FROM shopify.customers WHERE shop = ? AND _deleted_at IS NULL", shop)[0][
-        0
-    ]
 
 
 def test_webhook_change_and_delete_reach_the_warehouse(ops: Ops) -> None:
@@ -199,7 +38,7 @@ def test_webhook_change_and_delete_reach_the_warehouse(ops: Ops) -> None:
         ("Webhooked",)
     ]
 
-    before = _customer_rows(ops, shop)
+    before = customer_rows(ops, shop)
     ops.control("DELETE", f"/shops/{ops.handle(0)}/records/customers/{second}")
     ops.wait_webhooks(shop, "customers/delete")
     outcome = apply_and_load(ops.registry, ops.data_dir)
@@ -208,7 +47,7 @@ def test_webhook_change_and_delete_reach_the_warehouse(ops: Ops) -> None:
         "SELECT _deleted_at IS NOT NULL FROM shopify.customers WHERE shop = ? AND id = ?", shop, second
     )
     assert deleted == [(True,)]
-    assert _customer_rows(ops, shop) == before - 1
+    assert customer_rows(ops, shop) == before - 1
     # applied once: a second pass finds nothing
     assert apply_and_load(ops.registry, ops.data_dir)[shop]["deliveries"] == 0
 
@@ -269,13 +108,13 @@ def test_health_checklist_for_each_failure(ops: Ops) -> None:
     assert not report.item(OAUTH).passed and report.status is StoreStatus.RECONNECT_REQUIRED
 
     # reinstall + reconnect -> Connected, data and client secret kept
-    rows = _customer_rows(ops, shop1)
+    rows = customer_rows(ops, shop1)
     token = ops.control("POST", f"/shops/{ops.handle(1)}/reinstall", {}).json()["access_token"]
     reconnected = ops.cli("stores", "reconnect", shop1, "--token", token)
     assert reconnected.exit_code == 0, reconnected.output
     assert ops.registry.get_store(shop1).status is StoreStatus.CONNECTED
     assert ops.registry.credentials(shop1)["client_secret"] == ops.shops[1]["client_secret"]
-    assert _customer_rows(ops, shop1) == rows
+    assert customer_rows(ops, shop1) == rows
     assert check_health(ops.registry, shop1).healthy
 
 
@@ -335,32 +174,6 @@ def test_sync_failure_is_error_then_retry_and_resync_recover_without_duplicates(
     assert ops.registry.get_store(shop).status is StoreStatus.RECONNECT_REQUIRED
 
 
-def test_delete_removes_exactly_that_store(ops: Ops) -> None:
-    shop0, shop1 = ops.shops[0]["domain"], ops.shops[1]["domain"]
-    other_before = _customer_rows(ops, shop1)
-    assert _customer_rows(ops, shop0) > 0
-    refused = ops.cli("stores", "delete", shop0, input="wrong\n")
-    assert refused.exit_code == 1 and _customer_rows(ops, shop0) > 0
-
-    deleted = ops.cli("stores", "delete", shop0, input=f"{shop0}\n")
-    assert deleted.exit_code == 0, deleted.output
-    assert "shopify.customers" in deleted.output and "Shopify grant: revoked" in deleted.output
-    assert ops.sql("SELECT count(*) FROM shopify.customers WHERE shop = ?", shop0) == [(0,)]
-    assert ops.sql("SELECT count(*) FROM shopify.orders WHERE shop = ?", shop0) == [(0,)]
-    assert _customer_rows(ops, shop1) == other_before
-    assert not (ops.data_dir / "landing" / shop0).exists()
-    assert (ops.data_dir / "landing" / shop1).exists()
-    assert [s.domain for s in ops.registry.list_stores()] == [shop1]
-    # the old token no longer works on the shop
-    response = httpx.post(
-        ops.shops[0]["base_url"] + "/admin/api/2026-10/graphql.json",
-        json={"query": "{ shop { name } }"},
-        headers={"X-Shopify-Access-Token": ops.shops[0]["access_token"]},
-        timeout=10,
-    )
-    assert response.status_code == 401
-
-
 def test_sensor_applies_webhooks_for_the_landing_loader(ops: Ops) -> None:
     import dagster as dg
 
@@ -400,3 +213,76 @@ def test_webhooks_of_an_entity_turned_off_are_acknowledged_and_not_applied(ops: 
     # applied (acknowledged), not kept waiting: turning the toggle on does not replay it
     ops.registry.set_inbound_toggles(shop, {"customer_profiles": True})
     assert apply_and_load(ops.registry, ops.data_dir)[shop]["deliveries"] == 0
+
+
+def test_shopify_5xx_fails_api_responding_alone(
+    devstore_factory: Callable[..., RunningDevstore], tmp_path: Path
+) -> None:
+    store = devstore_factory(stores=1, customers=5, seed=2)
+    shop = store.shops[0]
+    registry = StoreRegistry(ControlSettings(data_dir=tmp_path))
+    registry.connect_store(
+        shop["domain"],
+        access_token=shop["access_token"],
+        api_base_url=shop["base_url"],
+        scopes=shop["scopes"],
+    )
+    for entity in registry.enabled_entities(shop["domain"]):
+        registry.mark_entity(shop["domain"], entity, EntityState.SYNCED, bulk_synced_at=datetime.now(UTC))
+    store.control("PUT", "/faults", {"rate_500": 1.0, "kinds": ["graphql"]})
+    report = check_health(registry, shop["domain"])
+    assert [i.name for i in report.items if not i.passed] == [API]
+    assert "last reported" in report.item(SCOPES).detail
+    assert report.status is StoreStatus.ERROR and "API responding" in (
+        registry.get_store(shop["domain"]).status_detail or ""
+    )
+    store.control("DELETE", "/faults")
+    healed = check_health(registry, shop["domain"])
+    assert healed.healthy and healed.status is StoreStatus.CONNECTED
+    registry.close()
+
+
+def test_an_old_delivery_never_regresses_a_newer_row(ops: Ops) -> None:
+    """Deliveries only say *which* record changed: apply re-reads the record as it is now, and the
+    loader keeps whichever version has the later updated_at, so a days-late payload cannot win."""
+    from pipelines.webhooks.verify import sign
+
+    shop = ops.shops[0]["domain"]
+    cid = ops.control("GET", f"/shops/{ops.handle(0)}/records/customers?limit=3").json()[2]["id"]
+    ops.control("PATCH", f"/shops/{ops.handle(0)}/records/customers/{cid}", {"first_name": "Current"})
+    ops.wait_webhooks(shop, "customers/update")
+    apply_and_load(ops.registry, ops.data_dir)
+    held = ops.sql(
+        "SELECT first_name, updated_at FROM shopify.customers WHERE shop = ? AND id = ?", shop, cid
+    )
+    assert held[0][0] == "Current"
+
+    # a late redelivery of an old version (new event id, older updated_at, old values)
+    old = json.dumps(
+        {
+            "id": cid,
+            "admin_graphql_api_id": f"gid://shopify/Customer/{cid}",
+            "first_name": "Stale",
+            "updated_at": "2020-01-01T00:00:00Z",
+        }
+    ).encode()
+    reply = httpx.post(
+        ops.receiver.url,
+        content=old,
+        headers={
+            "Content-Type": "application/json",
+            "X-Shopify-Hmac-Sha256": sign(old, ops.shops[0]["client_secret"]),
+            "X-Shopify-Topic": "customers/update",
+            "X-Shopify-Shop-Domain": shop,
+            "X-Shopify-Event-Id": "late-old-version",
+            "X-Shopify-Triggered-At": "2020-01-01T00:00:00Z",
+        },
+        timeout=10,
+    )
+    assert reply.status_code == 200 and reply.json()["status"] in ("accepted", "stale")
+    time.sleep(0.4)
+    apply_and_load(ops.registry, ops.data_dir)
+    after = ops.sql(
+        "SELECT first_name, updated_at FROM shopify.customers WHERE shop = ? AND id = ?", shop, cid
+    )
+    assert after[0][0] == "Current" and after[0][1] >= held[0][1]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -73,19 +75,45 @@ def test_rejected_domains_give_exactly_one_product_message(entered: str | None, 
     ("entered", "message"),
     [
         ("", "Store domain is required"),
-        ("ab", "Store name must be at least 4 characters"),
         ("x.com", "Invalid store domain format"),
+        ("ab", "Store name must be at least 4 characters"),
+        ("a" * 61, "Store name cannot exceed 60 characters"),
+        ("-mystore-", "Store name cannot start or end with a hyphen"),
     ],
 )
 def test_stores_connect_rejects_bad_domains_with_exit_code_2(
     tmp_path: Path, entered: str, message: str
 ) -> None:
+    # "--" lets a name that starts with a hyphen through as the argument it is
     result = CliRunner().invoke(
-        cli, ["stores", "connect", entered, "--token", TOKEN, "--data-dir", str(tmp_path)]
+        cli, ["stores", "connect", "--token", TOKEN, "--data-dir", str(tmp_path), "--", entered]
     )
     assert result.exit_code == 2
-    assert message in result.output
-    assert "Traceback" not in result.output
+    assert result.output.strip() == f"Error: {message}"
+    assert not (tmp_path / "control.db").exists()  # nothing was stored, not even the database
+
+
+def test_stores_connect_refuses_a_store_of_another_project_naming_it(tmp_path: Path) -> None:
+    registry = _registry(tmp_path)
+    registry.connect_store("taken-shop", access_token=TOKEN, project="alpha")
+    result = CliRunner().invoke(
+        cli,
+        [
+            "stores",
+            "connect",
+            "taken-shop",
+            "--token",
+            TOKEN,
+            "--project",
+            "beta",
+            "--data-dir",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "Already connected to another project" in result.output and "'alpha'" in result.output
+    assert registry.get_store("taken-shop.myshopify.com").project == "alpha"
+    assert registry.credentials("taken-shop.myshopify.com") == {"access_token": TOKEN}
 
 
 def _registry(tmp_path: Path, **overrides: object) -> StoreRegistry:
@@ -153,8 +181,16 @@ def test_stores_list_shows_registered_stores(tmp_path: Path) -> None:
     registry.connect_store(
         "listed-shop", access_token=TOKEN, api_base_url="http://127.0.0.1:1/shops/listed-shop"
     )
-    registry.mark_entity("listed-shop.myshopify.com", "customers", EntityState.SYNCED)
+    bulk_at = datetime(2026, 11, 2, 3, 4, tzinfo=UTC)
+    registry.mark_entity("listed-shop.myshopify.com", "customers", EntityState.SYNCED, bulk_synced_at=bulk_at)
+    registry.mark_entity("listed-shop.myshopify.com", "orders", EntityState.FAILED, error="boom")
     result = CliRunner().invoke(cli, ["stores", "list", "--data-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert "listed-shop.myshopify.com" in result.output and "customers: Synced" in result.output
+    lines = result.output.splitlines()
+    assert "listed-shop.myshopify.com" in lines[0] and "Connected" in lines[0]
+    assert any("customers" in line and "Synced" in line and "2026-11-02 03:04 UTC" in line for line in lines)
+    assert any("orders" in line and "Failed" in line and "last bulk sync never" in line for line in lines)
     assert TOKEN not in result.output
+    as_json = CliRunner().invoke(cli, ["stores", "list", "--json", "--data-dir", str(tmp_path)])
+    entity = json.loads(as_json.output)[0]["entities"]["customers"]
+    assert entity["last_bulk_sync_at"] == bulk_at.isoformat() and entity["state"] == "Synced"

@@ -13,7 +13,17 @@ import pytest
 import sqlalchemy as sa
 
 from devstore.server import RunningDevstore
-from orchestration.control import ControlSettings, EntityState, StoreRegistry, StoreStatus
+from orchestration.control import (
+    ControlSettings,
+    EntityState,
+    RegistryError,
+    StoreInOtherProject,
+    StoreNotFound,
+    StoreRegistry,
+    StoreStatus,
+)
+from orchestration.control.registry import INBOUND_TOGGLES
+from orchestration.control.status import delete_store
 from orchestration.defs.instance import WAREHOUSE_POOL, ensure_warehouse_pool
 from orchestration.defs.shopify.definitions import build_shopify_defs
 from orchestration.defs.shopify.jobs import table_key
@@ -69,6 +79,55 @@ def test_store_registry_on_postgres_keeps_tokens_encrypted(database: str, tmp_pa
         stored = con.execute(sa.text("SELECT credentials, status FROM stores")).one()
     assert TOKEN.encode() not in bytes(stored[0]) and stored[1] == "Reconnect required"
     reopened.close()
+
+
+def test_control_plane_operations_on_postgres(database: str, tmp_path: Path) -> None:
+    url = f"postgresql://postgres@127.0.0.1:5432/{database}"
+    registry = StoreRegistry(ControlSettings(data_dir=tmp_path, control_url=url))
+    try:
+        registry.connect_store("pg-one", access_token=TOKEN, project="alpha")
+        registry.connect_store("pg-two", access_token=TOKEN, project="beta")
+        one, two = "pg-one.myshopify.com", "pg-two.myshopify.com"
+        # toggles
+        assert registry.set_inbound_toggles(one, {"orders": False}) == set(INBOUND_TOGGLES) - {"orders"}
+        assert registry.enabled_entities(one) == ["customers", "products", "collections"]
+        assert registry.set_outbound_toggles(one, {"email_consent": True}) == {"email_consent"}
+        # a customer list belongs to one store
+        assert registry.assign_customer_list(one, "VIP") == "VIP"
+        with pytest.raises(RegistryError, match="already assigned to pg-one"):
+            registry.assign_customer_list(two, "VIP")
+        assert registry.customer_lists() == {one: "VIP"}
+        # one project per store; projects keep their own warehouses
+        with pytest.raises(StoreInOtherProject, match="'alpha'"):
+            registry.connect_store("pg-one", access_token=TOKEN, project="beta")
+        assert registry.projects() == {
+            "alpha": str(tmp_path / "projects" / "alpha" / "warehouse.duckdb"),
+            "beta": str(tmp_path / "projects" / "beta" / "warehouse.duckdb"),
+        }
+        assert [s.domain for s in StoreRegistry(registry.settings, project="beta").list_stores()] == [two]
+        # delete: every per-store row goes, the tombstone keeps only the signing secret, the action is audited
+        registry.update_credentials(one, {"client_secret": "shpss_pg"})
+        registry.mark_entity(one, "customers", EntityState.SYNCED)
+        report = delete_store(registry, one, revoke=False)
+        assert report.credentials and report.project == "alpha"
+        with pytest.raises(StoreNotFound):
+            registry.get_store(one)
+        assert registry.entity_statuses(one) == [] and registry.customer_lists() == {}
+        assert registry.deleted_store_secrets(one) == ("shpss_pg",)
+        assert [(a.topic, a.outcome) for a in registry.privacy_actions(one)] == [("stores/delete", "deleted")]
+        with registry.engine.connect() as con:
+            left = {
+                table: con.execute(
+                    sa.text(f"SELECT count(*) FROM {table} WHERE store_domain = :d"), {"d": one}
+                ).scalar()
+                for table in ("entity_status", "inbound_toggles", "outbound_toggles", "store_details")
+            }
+            tomb = con.execute(sa.text("SELECT webhook_secrets FROM deleted_stores")).scalar()
+        assert set(left.values()) == {0}
+        assert b"shpss_pg" not in bytes(tomb)
+        assert [s.domain for s in registry.list_stores()] == [two]
+    finally:
+        registry.close()
 
 
 @pytest.fixture

@@ -17,12 +17,13 @@ import uvicorn
 
 from pipelines import landing
 from pipelines.webhooks.journal import Journal
-from pipelines.webhooks.receiver import ShopWebhookConfig, create_receiver
+from pipelines.webhooks.receiver import SecretLookup, ShopWebhookConfig, create_receiver
 from pipelines.webhooks.verify import sign, verify
 
 SECRET = "shpss_test_secret"
 SHOP = "acme-outdoors.myshopify.com"
 PAUSED = "paused-store.myshopify.com"
+DELETED = "deleted-store.myshopify.com"
 
 
 def free_port() -> int:
@@ -32,11 +33,15 @@ def free_port() -> int:
 
 
 class Receiver:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, lookup: SecretLookup | None = None) -> None:
         self.landing = tmp_path / "landing"
         self.journal = Journal(tmp_path / "webhooks.sqlite")
-        shops = {SHOP: ShopWebhookConfig((SECRET,)), PAUSED: ShopWebhookConfig((SECRET,), active=False)}
-        app = create_receiver(self.journal, shops.get, landing_root=self.landing, seal_interval=0.2)
+        shops = {
+            SHOP: ShopWebhookConfig((SECRET,)),
+            PAUSED: ShopWebhookConfig((SECRET,), active=False),
+            DELETED: ShopWebhookConfig((SECRET,), active=False, privacy_only=True),
+        }
+        app = create_receiver(self.journal, lookup or shops.get, landing_root=self.landing, seal_interval=0.2)
         self.port = free_port()
         self.server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
@@ -197,3 +202,88 @@ def test_the_split_consent_topics_refetch_the_customer() -> None:
     sms = classify("customers_marketing_consent/update", {"id": 43, "phone": "+15550000000"})
     assert email == ("refetch", "customers", "gid://shopify/Customer/42")
     assert sms == ("refetch", "customers", "gid://shopify/Customer/43")
+
+
+def test_privacy_topics_are_taken_for_paused_and_deleted_stores_and_sealed_with_ids_only(
+    receiver: Receiver,
+) -> None:
+    request = json.dumps(
+        {
+            "shop_id": 1,
+            "shop_domain": PAUSED,
+            "customer": {"id": 7, "email": "ann@example.com", "phone": "+15550001111"},
+            "orders_to_redact": [11, 12],
+        }
+    ).encode()
+    shop_redact = json.dumps({"shop_id": 2, "shop_domain": DELETED}).encode()
+    update = customer(3, "2026-11-02T09:30:00Z")
+    with httpx.Client(timeout=10) as client:
+        sent = {
+            "r1": client.post(
+                receiver.url,
+                content=request,
+                headers=headers(request, event_id="r1", topic="customers/redact", shop=PAUSED),
+            ),
+            "r2": client.post(
+                receiver.url,
+                content=shop_redact,
+                headers=headers(shop_redact, event_id="r2", topic="shop/redact", shop=DELETED),
+            ),
+            "u1": client.post(
+                receiver.url, content=update, headers=headers(update, event_id="u1", shop=DELETED)
+            ),
+        }
+    assert {k: r.json()["status"] for k, r in sent.items()} == {
+        "r1": "accepted",
+        "r2": "accepted",
+        "u1": "dropped",
+    }
+    receiver.journal.seal(receiver.landing)
+    assert receiver.sealed_rows() == []  # nothing for the entity apply step
+    rows = [
+        json.loads(line)
+        for path in sorted((receiver.landing / "_privacy" / "requests").glob("*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+    by_id = {r["event_id"]: r for r in rows}
+    assert set(by_id) == {"r1", "r2"}
+    assert by_id["r1"]["shop"] == PAUSED and by_id["r1"]["payload"] == {
+        "shop_id": 1,
+        "shop_domain": PAUSED,
+        "customer": {"id": 7},
+        "orders_to_redact": [11, 12],
+    }
+    assert "ann@example.com" not in json.dumps(rows)
+
+
+def test_a_slow_secret_lookup_does_not_stall_other_deliveries(tmp_path: Path) -> None:
+    slow = "slow-store.myshopify.com"
+    release = threading.Event()
+
+    def lookup(shop: str) -> ShopWebhookConfig | None:
+        if shop == slow:
+            release.wait(30)  # a control database that hangs
+        return ShopWebhookConfig((SECRET,))
+
+    r = Receiver(tmp_path, lookup)
+    try:
+        body = customer(1, "2026-11-02T09:30:00Z")
+        stuck: list[int] = []
+        waiting = threading.Thread(
+            target=lambda: stuck.append(
+                httpx.post(
+                    r.url, content=body, headers=headers(body, event_id="s1", shop=slow), timeout=60
+                ).status_code
+            )
+        )
+        waiting.start()
+        time.sleep(0.2)
+        # with the lookup on the event loop this would hang until the slow one is released
+        other = httpx.post(r.url, content=body, headers=headers(body, event_id="f1"), timeout=5)
+        assert other.json() == {"status": "accepted"} and not stuck
+        release.set()
+        waiting.join(10)
+        assert stuck == [200]
+    finally:
+        release.set()
+        r.stop()

@@ -14,6 +14,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from orchestration.control import ControlSettings, StoreNotFound, StoreRegistry, StoreStatus
+from orchestration.control.projects import ProjectPaths
 from pipelines.shopify.client import ShopifyClient
 from pipelines.shopify.settings import FetchSettings
 
@@ -22,12 +23,15 @@ class ShopifyStores(dg.ConfigurableResource):
     """The store registry, and Shopify clients built from its (decrypted) credentials.
 
     Leave a field unset to take it from the environment (``SHOPSYNC_DATA_DIR``,
-    ``SHOPSYNC_CONTROL_URL``, ``SHOPSYNC_SECRET_KEY``) when the run starts.
+    ``SHOPSYNC_CONTROL_URL``, ``SHOPSYNC_SECRET_KEY``, ``SHOPSYNC_PROJECT``) when the run
+    starts. ``project`` is the one project this code location serves: schedules, sensors
+    and checks see only its stores.
     """
 
     data_dir: str | None = None
     control_url: str | None = None
     secret_key: str | None = None
+    project: str | None = None
     # How often a running bulk export is polled; a local devstore finishes in milliseconds.
     bulk_poll_interval_s: float = 2.0
 
@@ -42,12 +46,15 @@ class ShopifyStores(dg.ConfigurableResource):
             overrides["control_url"] = self.control_url
         if self.secret_key:
             overrides["secret_key"] = self.secret_key
+        if self.project:
+            overrides["project"] = self.project
         return ControlSettings(**overrides)
 
     def registry(self) -> StoreRegistry:
-        """The store registry (opened once per resource instance)."""
+        """The store registry, listing this location's project only (opened once per resource instance)."""
         if self._registry is None:
-            self._registry = StoreRegistry(self.settings())
+            settings = self.settings()
+            self._registry = StoreRegistry(settings, project=settings.project)
         return self._registry
 
     def client_for(self, domain: str) -> ShopifyClient:
@@ -69,14 +76,16 @@ class ShopifyStores(dg.ConfigurableResource):
                 ),
                 allow_retries=False,
             )
-        secret = registry.credentials(domain)
-        return ShopifyClient(
-            domain,
-            access_token=secret.get("access_token") or None,
-            client_id=secret.get("client_id"),
-            client_secret=secret.get("client_secret"),
-            base_url=store.api_base_url,
-        )
+        if registry.project is not None and store.project != registry.project:
+            # Its data belongs in another project's warehouse, which this location does not serve.
+            raise dg.Failure(
+                description=(
+                    f"Store {domain} belongs to project {store.project!r}; this code location serves "
+                    f"project {registry.project!r}. Run it from {store.project!r}'s code location."
+                ),
+                allow_retries=False,
+            )
+        return ShopifyClient(domain, **registry.client_options(domain))
 
     def fetch_settings(self) -> FetchSettings:
         """Fetcher tunables for this deployment (polling backs off to 15x the first interval)."""
@@ -92,26 +101,36 @@ class ShopifyStores(dg.ConfigurableResource):
 
 
 class SyncPaths(dg.ConfigurableResource):
-    """Where the warehouse, the landing zone and the fetch cursors live."""
+    """Where the warehouse, the landing zone and the fetch cursors live.
 
-    warehouse: str = "data/warehouse.duckdb"
-    landing_root: str = "data/landing"
-    state_dir: str = "data/state"
+    Unset paths are the project's (``project``, else ``SHOPSYNC_PROJECT``, else "default"):
+    ``data/warehouse.duckdb``, ``data/landing``, ``data/state`` for the default project,
+    ``data/projects/<name>/...`` for another, under ``SHOPSYNC_DATA_DIR`` when set.
+    """
+
+    warehouse: str | None = None
+    landing_root: str | None = None
+    state_dir: str | None = None
+    project: str | None = None
+
+    def _project(self) -> ProjectPaths:
+        settings = ControlSettings(**({"project": self.project} if self.project else {}))
+        return ProjectPaths.resolve(settings.project, settings.data_dir)
 
     @property
     def warehouse_path(self) -> Path:
         """The DuckDB warehouse file."""
-        return Path(self.warehouse)
+        return Path(self.warehouse) if self.warehouse else self._project().warehouse
 
     @property
     def landing_path(self) -> Path:
         """The landing zone root."""
-        return Path(self.landing_root)
+        return Path(self.landing_root) if self.landing_root else self._project().landing
 
     @property
     def state_path(self) -> Path:
         """The folder of fetch cursors and persisted bulk job ids."""
-        return Path(self.state_dir)
+        return Path(self.state_dir) if self.state_dir else self._project().state
 
     @classmethod
     def under(cls, data_dir: Path) -> SyncPaths:
