@@ -6,7 +6,6 @@ import warnings
 
 import dagster as dg
 
-from orchestration.control import ControlSettings
 from orchestration.defs.freshness import with_freshness
 from orchestration.defs.intelligence.definitions import build_intelligence_defs
 from orchestration.defs.logs import LOGGERS
@@ -29,9 +28,9 @@ STEP_EXECUTOR = dg.multiprocess_executor.configured(
 def defs() -> dg.Definitions:
     """All shopsync definitions; data paths under ``$SHOPSYNC_DATA_DIR`` (default ./data)."""
     install_redaction()
-    # One instance: merged Definitions must share a resource object. Read when the code
-    # location loads, so each location can serve its own data folder.
-    paths = SyncPaths.under(ControlSettings().data_dir)
+    # One instance: merged Definitions must share a resource object. Its paths are the
+    # project's under $SHOPSYNC_DATA_DIR ($SHOPSYNC_PROJECT, else the default project).
+    paths = SyncPaths()
     merged = dg.Definitions.merge(
         build_shopify_defs(paths=paths),
         build_intelligence_defs(paths),

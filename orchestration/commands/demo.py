@@ -76,7 +76,8 @@ def run_demo(
     _fresh_data_dir(data_dir)
     control_url = f"sqlite:///{data_dir / 'control.db'}"
     registry = StoreRegistry(ControlSettings(data_dir=data_dir, control_url=control_url))
-    registry.ensure_project("demo", str(data_dir / "warehouse.duckdb"))
+    # The demo's folder is a data folder of its own (control database, key, warehouse), so its
+    # stores belong to the default project there: data/demo/warehouse.duckdb and so on.
     instance = local_instance()
 
     world = create_world(stores=stores, customers=customers, seed=seed)
@@ -90,7 +91,6 @@ def run_demo(
             registry.connect_store(
                 shop["domain"],
                 access_token=shop["access_token"],
-                project="demo",
                 api_base_url=shop["base_url"],
                 scopes=shop["scopes"],
             )
@@ -98,7 +98,7 @@ def run_demo(
         paths = SyncPaths.under(data_dir)
         defs = build_shopify_defs(
             ShopifyStores(
-                data_dir=str(data_dir), control_url=control_url, project="demo", bulk_poll_interval_s=0.1
+                data_dir=str(data_dir), control_url=control_url, project="default", bulk_poll_interval_s=0.1
             ),
             paths,
         )
@@ -338,7 +338,8 @@ def serve_ui(dagster_home: Path, data_dir: Path, port: int) -> int:
     re-sync launched from the UI reaches its (local) Shopify.
     """
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "SHOPSYNC_DATA_DIR": str(data_dir)}
-    env.pop("SHOPSYNC_CONTROL_URL", None)  # the demo's stores live in its own control database
+    for key in ("SHOPSYNC_CONTROL_URL", "SHOPSYNC_PROJECT"):
+        env.pop(key, None)  # the demo's stores live in its own control database, default project
     dagster = Path(sys.executable).with_name("dagster")
     argv = [str(dagster), "dev", "-m", "orchestration.definitions", "-h", "127.0.0.1", "-p", str(port)]
     click.echo(
