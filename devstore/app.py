@@ -249,6 +249,8 @@ def run_graphql(
         body["errors"] = [graph.error_dict(e) for e in result.errors]
     body["data"] = result.data
     body["extensions"] = {"cost": cost.cost_extension(requested, actual, bucket)}
+    if context.get("search_warnings"):
+        body["extensions"]["search"] = context["search_warnings"]
     return body
 
 

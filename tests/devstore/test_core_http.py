@@ -243,3 +243,33 @@ def test_serves_https_with_a_certificate(tmp_path: Path) -> None:
         assert body["data"] == {"shop": {"name": "Tiny Shop"}}
     finally:
         running.stop()
+
+
+def test_search_on_an_unknown_field_is_dropped_and_reported_in_extensions(store: RunningDevstore) -> None:
+    headers = {"X-Shopify-Access-Token": _creds(store)["access_token"]}
+    document = "query($q: String) { customers(first: 5, query: $q) { nodes { id } } }"
+    body = HTTP.post(
+        store.graphql_url("tiny"),
+        json={"query": document, "variables": {"q": "id:1003 OR colour:blue"}},
+        headers=headers,
+    ).json()
+    assert "errors" not in body
+    assert body["data"]["customers"]["nodes"] == [{"id": "gid://shopify/Customer/1003"}]
+    assert body["extensions"]["search"] == [
+        {
+            "path": ["customers"],
+            "query": "id:1003 OR colour:blue",
+            "warnings": [
+                {
+                    "field": "colour",
+                    "message": "Invalid search field for this query.",
+                    "code": "invalid_field",
+                }
+            ],
+        }
+    ]
+    clean = HTTP.post(
+        store.graphql_url("tiny"), json={"query": document, "variables": {"q": "-id:1003"}}, headers=headers
+    ).json()
+    assert "search" not in clean["extensions"] and len(clean["data"]["customers"]["nodes"]) == 5
+    assert {"id": "gid://shopify/Customer/1003"} not in clean["data"]["customers"]["nodes"]
