@@ -181,6 +181,8 @@ def _authenticated(request: Request, shop: ShopState) -> AppCredentials | None:
 async def _read_graphql_body(request: Request) -> tuple[str, dict[str, Any] | None, str | None] | str:
     """(query, variables, operationName) from a JSON or application/graphql body, or an error text."""
     raw = await request.body()
+    # A body that is not a GraphQL request never reaches costing, so its 400 carries no
+    # extensions.cost (Shopify's own 400s for a malformed body carry only "errors").
     if "application/graphql" in request.headers.get("content-type", ""):
         return raw.decode("utf-8", "replace"), None, None
     try:
@@ -207,9 +209,20 @@ def run_graphql(
     action: FaultAction | None = None,
     base_url: str = "",
 ) -> dict[str, Any]:
-    """Cost, throttle and execute one GraphQL request; the JSON body Shopify would answer with."""
+    """Cost, throttle and execute one GraphQL request; the JSON body Shopify would answer with.
+
+    ``extensions.cost`` is in every answer to a request that reached costing: data, execution
+    errors, THROTTLED and MAX_COST_EXCEEDED. Like Shopify, a document that does not parse or
+    validate, or whose variables do not fit their types, is rejected before it is costed and
+    answered with ``errors`` alone (recorded Admin API responses carry no ``extensions`` for
+    syntax, ``undefinedField``/``selectionMismatch`` or INVALID_VARIABLE errors); nothing is
+    taken from the bucket for it.
+    """
     document, errors = graph.parse_and_validate(query, operation_name)
     if errors or document is None:
+        return {"errors": errors}
+    errors = graph.variable_errors(document, variables, operation_name)
+    if errors:
         return {"errors": errors}
     schema = graph.load_schema()
     requested = cost.requested_cost(schema, document, variables, operation_name)
@@ -249,6 +262,8 @@ def run_graphql(
         body["errors"] = [graph.error_dict(e) for e in result.errors]
     body["data"] = result.data
     body["extensions"] = {"cost": cost.cost_extension(requested, actual, bucket)}
+    if context.get("search_warnings"):
+        body["extensions"]["search"] = context["search_warnings"]
     return body
 
 

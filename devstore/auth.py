@@ -3,8 +3,9 @@
 Every Admin API call carries ``X-Shopify-Access-Token``; an unknown, expired or revoked
 token (or an uninstalled app) gets Shopify's 401 body. Tokens come three ways: static
 tokens installed with the world, the client-credentials grant (expiring, TTL per app), and
-the authorization-code flow (offline, non-expiring), whose redirect carries an ``hmac`` of
-the other query parameters signed with the client secret, by Shopify's rule.
+the authorization-code flow (offline, non-expiring), whose redirect goes only to one of the
+app's allowed redirection URLs and carries an ``hmac`` of the other query parameters signed
+with the client secret, by Shopify's rule (the app verifies it before exchanging the code).
 """
 
 from __future__ import annotations
@@ -56,12 +57,6 @@ def sign_params(params: dict[str, str], secret: str) -> str:
     return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
-def verify_params(params: dict[str, str], secret: str) -> bool:
-    """True when ``params["hmac"]`` signs the other parameters with ``secret``."""
-    given = params.get("hmac", "")
-    return hmac.compare_digest(given, sign_params(params, secret))
-
-
 @dataclass
 class PendingGrant:
     """An authorization code waiting to be exchanged for an offline token."""
@@ -93,6 +88,21 @@ def scope_string(scopes: set[str]) -> str:
     return ",".join(sorted(scopes))
 
 
+def _url_key(url: str) -> tuple[str, str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower(), parts.path or "/"
+
+
+def redirect_allowed(redirect_uri: str, allowed: list[str]) -> bool:
+    """True when ``redirect_uri`` has the scheme, host, port and path of an allowed URL.
+
+    The query string may differ (apps carry their own parameters through it); anything
+    else, even a trailing slash, must match.
+    """
+    key = _url_key(redirect_uri)
+    return any(_url_key(url) == key for url in allowed)
+
+
 def authorize(request: Request, world: World, shop: ShopState, oauth: OAuthState) -> Response:
     """``GET /admin/oauth/authorize``: grant at once (no merchant screen) and redirect with a code."""
     params = dict(request.query_params)
@@ -105,6 +115,14 @@ def authorize(request: Request, world: World, shop: ShopState, oauth: OAuthState
         )
     if not redirect_uri or urlsplit(redirect_uri).scheme not in ("http", "https"):
         return _oauth_error("invalid_request", "The redirect_uri is missing or is not an http(s) URL.")
+    if not redirect_allowed(redirect_uri, app.redirect_urls):
+        # a changed redirect_uri is how an authorization code gets stolen: refuse it, as Shopify does
+        return _oauth_error(
+            "invalid_request",
+            f"The redirect_uri is not whitelisted: {redirect_uri} is not one of the app's allowed "
+            "redirection URLs. Register it with `shopsync devstore serve --redirect-url URL` or "
+            f'PUT /_devstore/shops/{shop.handle}/app {{"redirect_urls": [...]}}.',
+        )
     now = world.clock.now()
     code = secrets.token_hex(16)
     requested = parse_scopes(params.get("scope")) or set(app.scopes)

@@ -23,6 +23,7 @@ otherwise the world's own injector and runner. ``{shop}`` is a handle or a domai
     POST   /shops/{shop}/scopes/remove|grant       {scope, client_id?}
     POST   /shops/{shop}/uninstall                 app/uninstalled, then tokens and subscriptions dropped
     POST   /shops/{shop}/reinstall                 {client_id?}: installed again, returns a static token
+    GET|PUT /shops/{shop}/app                      {token_ttl_seconds?, redirect_urls?, client_id?}: app settings
     POST   /shops/{shop}/privacy                   {topic: customers/data_request|customers/redact|shop/redact, customer_id?}
     POST   /shops/{shop}/webhooks                  {topic, uri, client_id?}: subscribe to any topic
     GET    /webhooks/deliveries                    delivery attempts (?shop=&topic=)
@@ -37,6 +38,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import polars as pl
 from starlette.requests import Request
@@ -523,6 +525,61 @@ async def reinstall(request: Request) -> Response:
     return _ok({"client_id": app.client_id, "access_token": token, "scopes": sorted(app.scopes)})
 
 
+def _app_settings(app: Any) -> dict[str, Any]:
+    return {
+        "client_id": app.client_id,
+        "installed": app.installed,
+        "scopes": sorted(app.scopes),
+        "token_ttl_seconds": app.token_ttl.total_seconds(),
+        "redirect_urls": list(app.redirect_urls),
+    }
+
+
+@_handler
+async def get_app(request: Request) -> Response:
+    """GET /shops/{shop}/app [?client_id=]: the app's settings (token lifetime, redirect URLs, scopes)."""
+    shop = _shop(request)
+    with shop.lock:
+        return _ok(_app_settings(_app(shop, request.query_params.get("client_id"))))
+
+
+@_handler
+async def update_app(request: Request) -> Response:
+    """PUT /shops/{shop}/app {token_ttl_seconds?, redirect_urls?, client_id?}: change the app's settings.
+
+    ``token_ttl_seconds`` applies to client-credentials tokens issued from now on (tokens
+    already issued keep their expiry); ``redirect_urls`` replaces the allowed OAuth
+    redirection URLs.
+    """
+    shop = _shop(request)
+    body = await _body(request)
+    unknown = sorted(set(body) - {"token_ttl_seconds", "redirect_urls", "client_id"})
+    if unknown:
+        raise ControlError(
+            400, f"Unknown app settings: {', '.join(unknown)}. Send token_ttl_seconds and/or redirect_urls."
+        )
+    ttl = body.get("token_ttl_seconds")
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0):
+        raise ControlError(400, f"token_ttl_seconds must be a number of seconds above 0, got {ttl!r}.")
+    urls = body.get("redirect_urls")
+    if urls is not None:
+        if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+            raise ControlError(
+                400, 'redirect_urls must be a list of URLs, e.g. ["https://app.example/callback"].'
+            )
+        bad = [u for u in urls if urlsplit(u).scheme not in ("http", "https") or not urlsplit(u).netloc]
+        if bad:
+            raise ControlError(400, f"Redirect URLs must be absolute http(s) URLs: {', '.join(bad)}.")
+    with shop.lock:
+        app = _app(shop, body.get("client_id"))
+        if ttl is not None:
+            app.token_ttl = timedelta(seconds=float(ttl))
+        if urls is not None:
+            app.redirect_urls = list(urls)
+        shop.log_write("control.update_app", shop.domain, {k: v for k, v in body.items() if k != "client_id"})
+        return _ok(_app_settings(app))
+
+
 @_handler
 async def privacy(request: Request) -> Response:
     """POST /shops/{shop}/privacy {topic, customer_id?, orders?}: send a compliance webhook."""
@@ -680,6 +737,8 @@ routes: list[BaseRoute] = [
     Route("/shops/{shop}/scopes/grant", grant_scope, methods=["POST"]),
     Route("/shops/{shop}/uninstall", uninstall, methods=["POST"]),
     Route("/shops/{shop}/reinstall", reinstall, methods=["POST"]),
+    Route("/shops/{shop}/app", get_app, methods=["GET"]),
+    Route("/shops/{shop}/app", update_app, methods=["PUT", "PATCH"]),
     Route("/shops/{shop}/privacy", privacy, methods=["POST"]),
     Route("/shops/{shop}/webhooks", create_subscription, methods=["POST"]),
     Route("/write_log", write_log, methods=["GET"]),

@@ -322,6 +322,92 @@ def parse_error_dict(error: GraphQLError) -> dict[str, Any]:
     }
 
 
+_NOT_NULL = "Expected value to not be null"
+_MISSING_FIELD = re.compile(r"^Field '(?P<field>[^']+)' of required type '[^']+' was not provided\.")
+
+
+def _problem(path: list[str | int], invalid: Any, error: GraphQLError, type_name: str) -> dict[str, Any]:
+    """One entry of ``extensions.problems`` of Shopify's INVALID_VARIABLE error."""
+    message = error.message
+    missing = _MISSING_FIELD.match(message)
+    if missing:
+        return {"path": [*path, missing["field"]], "explanation": _NOT_NULL}
+    if invalid is None or "not to be null" in message:
+        return {"path": list(path), "explanation": _NOT_NULL}
+    if "cannot represent" in message:
+        return {
+            "path": list(path),
+            "explanation": f"Could not coerce value {json.dumps(invalid, default=str)} to {type_name}",
+        }
+    return {"path": list(path), "explanation": message}
+
+
+def _type_name_at(var_type: Any, path: list[str | int]) -> str:
+    """The named type at ``path`` inside an input type (list indexes and input fields)."""
+    current = var_type
+    for step in path:
+        current = graphql.get_nullable_type(current)
+        if isinstance(step, int) and graphql.is_list_type(current):
+            current = current.of_type
+        elif isinstance(step, str) and graphql.is_input_object_type(current) and step in current.fields:
+            current = current.fields[step].type
+    return str(graphql.get_named_type(current).name)
+
+
+def variable_errors(
+    document: graphql.DocumentNode, variables: dict[str, Any] | None, operation_name: str | None = None
+) -> list[dict[str, Any]]:
+    """Shopify's INVALID_VARIABLE errors for variables that are missing or do not fit their type.
+
+    Shopify checks variables before it costs or runs a query, so these errors come back
+    alone: no ``data`` and no ``extensions.cost``.
+    """
+    operation = graphql.utilities.get_operation_ast(document, operation_name)
+    if operation is None:
+        return []
+    schema = load_schema()
+    given = variables or {}
+    out: list[dict[str, Any]] = []
+    for definition in operation.variable_definitions or ():
+        name = definition.variable.name.value
+        var_type = graphql.utilities.type_from_ast(schema, definition.type)
+        if var_type is None or not graphql.is_input_type(var_type):
+            continue  # validation has already reported it
+        problems: list[dict[str, Any]] = []
+        value = given.get(name)
+        if name not in given:
+            if definition.default_value is not None or not graphql.is_non_null_type(var_type):
+                continue
+            problems.append({"path": [], "explanation": _NOT_NULL})
+        else:
+
+            def on_error(
+                path: list[str | int],
+                invalid: Any,
+                error: GraphQLError,
+                root: Any = var_type,
+                found: list[dict[str, Any]] = problems,
+            ) -> None:
+                found.append(_problem(path, invalid, error, _type_name_at(root, path)))
+
+            graphql.utilities.coerce_input_value(value, var_type, on_error)
+        if not problems:
+            continue
+        type_text = graphql.print_ast(definition.type)
+        message = f"Variable ${name} of type {type_text} was provided invalid value"
+        first = problems[0]
+        if first["path"]:
+            where = ".".join(str(p) for p in first["path"])
+            message += f" for {where} ({first['explanation']})"
+        error: dict[str, Any] = {"message": message}
+        if definition.loc is not None:
+            location = graphql.language.location.get_location(definition.loc.source, definition.loc.start)
+            error["locations"] = [{"line": location.line, "column": location.column}]
+        error["extensions"] = {"code": "INVALID_VARIABLE", "value": value, "problems": problems}
+        out.append(error)
+    return out
+
+
 def user_error(message: str, code: str, **extra: Any) -> GraphQLError:
     """A resolver error carrying ``extensions.code`` (and more) like Shopify's."""
     return GraphQLError(message, extensions={"code": code, **extra})

@@ -4,9 +4,9 @@ Connections are keyset-paginated like Shopify's: a cursor encodes the sort-key v
 the id of the record it points at (``{"last_id": ..., "last_value": ...}`` in base64), so a
 page boundary does not shift when records before it change or disappear, and paging by
 ``ID`` over a changing dataset returns every record that existed throughout exactly once.
-``query:`` understands the search-syntax subset shopsync sends (``updated_at:>='…'``,
-``created_at``, ``processed_at``, ``id:>N``, joined by AND); other terms are ignored, as
-Shopify ignores terms it cannot apply to a resource.
+``query:`` follows Shopify's search syntax (AND, OR, NOT / ``-``, parentheses, comparators)
+over the fields each resource can be searched by (``_SEARCH_FIELDS``); a term on any other
+field is dropped and reported in ``extensions.search``, as Shopify does.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import json
 import re
 import zlib
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -190,21 +191,171 @@ def _beyond(a: tuple[Any, int], b: tuple[Any, int], reverse: bool) -> bool:
 
 
 # search syntax ---------------------------------------------------------------------------------
+#
+# Shopify's grammar (shopify.dev/docs/api/usage/search-syntax): terms joined by whitespace
+# (implied AND) or the connectives AND / OR; a term is an optional modifier ("-" glued to
+# the term, or "NOT" and a space) and either a parenthesised sub-query or
+# ``[field comparator] value``. AND binds tighter than OR. Shopify never fails a request
+# over its search string: a term on a field the resource cannot be searched by is dropped
+# and reported in ``extensions.search[].warnings`` ("Invalid search field for this query.",
+# code ``invalid_field``); the devstore does the same. Free-text terms (no field) are not
+# searched here and are dropped without a warning, as they are valid for Shopify.
 
-_TERM = re.compile(r"""(?P<field>[A-Za-z_]+):(?P<op>>=|<=|>|<|=)?\s*(?P<value>'[^']*'|"[^"]*"|[^\s)]+)""")
+INVALID_SEARCH_FIELD = "Invalid search field for this query."
+
+
+@dataclass(frozen=True)
+class SearchTerm:
+    """``field:op value`` (``field`` None for a free-text value)."""
+
+    field: str | None
+    op: str
+    value: str
+
+
+@dataclass(frozen=True)
+class SearchNot:
+    """``-term`` or ``NOT term``."""
+
+    node: SearchNode
+
+
+@dataclass(frozen=True)
+class SearchAnd:
+    """Terms that must all match."""
+
+    nodes: tuple[SearchNode, ...]
+
+
+@dataclass(frozen=True)
+class SearchOr:
+    """Terms of which one must match."""
+
+    nodes: tuple[SearchNode, ...]
+
+
+SearchNode = SearchTerm | SearchNot | SearchAnd | SearchOr
+
+_TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<open>\()
+      | (?P<close>\))
+      | (?P<not>NOT)(?=\s)
+      | (?P<conn>AND|OR)(?=[\s(]|$)
+      | (?P<minus>-)(?=[^\s)])
+      | (?:(?P<field>[A-Za-z_][A-Za-z0-9_.]*):(?P<op>>=|<=|>|<|=)?\s*)?
+        (?P<value>'[^']*'|"[^"]*"|[^\s()]+)
+    )""",
+    re.VERBOSE,
+)
+
+
+def _tokens(query: str) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    pos = 0
+    while pos < len(query):
+        match = _TOKEN.match(query, pos)
+        if match is None or match.end() == pos:
+            break  # only trailing whitespace is left
+        pos = match.end()
+        if match["open"]:
+            out.append(("(", None))
+        elif match["close"]:
+            out.append((")", None))
+        elif match["not"] or match["minus"]:
+            out.append(("not", None))
+        elif match["conn"]:
+            out.append((match["conn"], None))
+        else:
+            value = match["value"]
+            if value[:1] in "'\"" and value[-1:] == value[:1] and len(value) >= 2:
+                value = value[1:-1]
+            field = match["field"].lower() if match["field"] else None
+            out.append(("term", SearchTerm(field, match["op"] or "=", value)))
+    return out
+
+
+class _SearchParser:
+    """Recursive descent over the tokens; lenient like Shopify (stray connectives and parens are ignored)."""
+
+    def __init__(self, tokens: list[tuple[str, Any]]) -> None:
+        self.tokens = tokens
+        self.pos = 0
+
+    def _peek(self) -> str | None:
+        return self.tokens[self.pos][0] if self.pos < len(self.tokens) else None
+
+    def parse(self) -> SearchNode | None:
+        nodes = []
+        while self._peek() is not None:
+            node = self._or()
+            if node is not None:
+                nodes.append(node)
+            if self._peek() is not None:
+                self.pos += 1  # a ")" with no "(" or a dangling connective
+        return _join(SearchAnd, nodes)
+
+    def _or(self) -> SearchNode | None:
+        nodes = [self._and()]
+        while self._peek() == "OR":
+            self.pos += 1
+            nodes.append(self._and())
+        return _join(SearchOr, [n for n in nodes if n is not None])
+
+    def _and(self) -> SearchNode | None:
+        nodes = [self._unary()]
+        while self._peek() in ("AND", "not", "(", "term"):
+            if self._peek() == "AND":
+                self.pos += 1
+            nodes.append(self._unary())
+        return _join(SearchAnd, [n for n in nodes if n is not None])
+
+    def _unary(self) -> SearchNode | None:
+        kind = self._peek()
+        if kind == "not":
+            self.pos += 1
+            inner = self._unary()
+            return None if inner is None else SearchNot(inner)
+        if kind == "(":
+            self.pos += 1
+            inner = self._or()
+            if self._peek() == ")":
+                self.pos += 1
+            return inner
+        if kind == "term":
+            term: SearchTerm = self.tokens[self.pos][1]
+            self.pos += 1
+            return term
+        return None  # a connective where a term belongs: skipped by the caller
+
+
+def _join(kind: type[SearchAnd] | type[SearchOr], nodes: list[SearchNode]) -> SearchNode | None:
+    if not nodes:
+        return None
+    return nodes[0] if len(nodes) == 1 else kind(tuple(nodes))
+
+
+def parse_search_tree(query: str | None) -> SearchNode | None:
+    """``-id:5 AND (state:enabled OR state:disabled)`` as a tree of ``Search*`` nodes (None if empty)."""
+    if not query:
+        return None
+    return _SearchParser(_tokens(query)).parse()
 
 
 def parse_search(query: str | None) -> list[tuple[str, str, str]]:
-    """``updated_at:>='2026-01-01' AND id:>5`` -> ``[("updated_at", ">=", "2026-01-01"), ("id", ">", "5")]``."""
-    if not query:
-        return []
-    terms = []
-    for match in _TERM.finditer(query):
-        value = match["value"]
-        if value[:1] in "'\"" and value[-1:] == value[:1]:
-            value = value[1:-1]
-        terms.append((match["field"].lower(), match["op"] or "=", value))
-    return terms
+    """Every ``field:op value`` term of ``query`` in order, whatever its connectives (for logs and tests)."""
+
+    def walk(node: SearchNode | None) -> Iterable[tuple[str, str, str]]:
+        if isinstance(node, SearchTerm):
+            if node.field is not None:
+                yield (node.field, node.op, node.value)
+        elif isinstance(node, SearchNot):
+            yield from walk(node.node)
+        elif isinstance(node, SearchAnd | SearchOr):
+            for child in node.nodes:
+                yield from walk(child)
+
+    return list(walk(parse_search_tree(query)))
 
 
 def _parse_time(value: str) -> datetime | None:
@@ -237,32 +388,77 @@ def _compare(left: Any, op: str, right: Any) -> bool:
 
 
 _TIME_FIELDS = {"updated_at", "created_at", "processed_at", "completed_at"}
+Predicate = Callable[[Record], bool]
 
 
-def search_filter(query: str | None, fields: set[str]) -> Callable[[Record], bool]:
-    """A predicate for the search terms that apply to a resource with ``fields``."""
-    predicates: list[Callable[[Record], bool]] = []
-    for name, op, raw in parse_search(query):
-        if name not in fields:
-            continue  # unknown terms are ignored, as Shopify does
-        if name in _TIME_FIELDS:
-            when = _parse_time(raw)
-            if when is None:
-                continue
-            # Shopify keeps timestamps to the second, and that is what clients see and send back
-            predicates.append(lambda r, n=name, o=op, w=when: _compare(_seconds(r.get(n)), o, w))
-        elif name == "id":
-            try:
-                number = int(raw.rsplit("/", 1)[-1])
-            except ValueError:
-                continue
-            predicates.append(lambda r, o=op, v=number: _compare(r.get("id"), o, v))
-        else:
-            lowered = raw.lower()
-            predicates.append(
-                lambda r, n=name, o=op, v=lowered: _compare(str(r.get(n) or "").strip().lower(), o, v)
-            )
-    return lambda record: all(p(record) for p in predicates)
+def _term_predicate(term: SearchTerm, fields: set[str], invalid: list[str]) -> Predicate | None:
+    name, op, raw = term.field, term.op, term.value
+    if name is None:
+        return None
+    if name not in fields:
+        invalid.append(name)
+        return None
+    if name in _TIME_FIELDS:
+        when = _parse_time(raw)
+        if when is None:
+            return None
+        # Shopify keeps timestamps to the second, and that is what clients see and send back
+        return lambda r: _compare(_seconds(r.get(name)), op, when)
+    if name == "id":
+        try:
+            number = int(raw.rsplit("/", 1)[-1])
+        except ValueError:
+            return None
+        return lambda r: _compare(r.get("id"), op, number)
+    lowered = raw.lower()
+    return lambda r: _compare(str(r.get(name) or "").strip().lower(), op, lowered)
+
+
+def _compile(node: SearchNode | None, fields: set[str], invalid: list[str]) -> Predicate | None:
+    """A predicate for ``node``; None where nothing applicable is left (the term is dropped)."""
+    if node is None:
+        return None
+    if isinstance(node, SearchTerm):
+        return _term_predicate(node, fields, invalid)
+    if isinstance(node, SearchNot):
+        inner = _compile(node.node, fields, invalid)
+        return None if inner is None else (lambda r: not inner(r))
+    parts = [p for p in (_compile(child, fields, invalid) for child in node.nodes) if p is not None]
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(node, SearchOr):
+        return lambda r: any(p(r) for p in parts)
+    return lambda r: all(p(r) for p in parts)
+
+
+def search_filter(query: str | None, fields: set[str], invalid_fields: list[str] | None = None) -> Predicate:
+    """A predicate for ``query`` on a resource searchable by ``fields``.
+
+    Terms on other fields are dropped (their names appended to ``invalid_fields``), the rest
+    keep their AND / OR / NOT structure.
+    """
+    invalid: list[str] = [] if invalid_fields is None else invalid_fields
+    predicate = _compile(parse_search_tree(query), fields, invalid)
+    return predicate if predicate is not None else (lambda _record: True)
+
+
+def _search(info: GraphQLResolveInfo, query: str | None, table: str) -> Predicate:
+    """``search_filter`` for a connection field, reporting dropped fields in ``extensions.search``."""
+    invalid: list[str] = []
+    keep = search_filter(query, _SEARCH_FIELDS.get(table, set()), invalid)
+    if invalid:
+        entry = {
+            "path": list(info.path.as_list()),
+            "query": query,
+            "warnings": [
+                {"field": name, "message": INVALID_SEARCH_FIELD, "code": "invalid_field"}
+                for name in dict.fromkeys(invalid)
+            ],
+        }
+        context_of(info).setdefault("search_warnings", []).append(entry)
+    return keep
 
 
 _SEARCH_FIELDS: dict[str, set[str]] = {
@@ -336,7 +532,7 @@ def _entities(info: GraphQLResolveInfo, table: str, query: str | None = None) ->
         visible = _order_visible(info)
         records = (r for r in records if visible(r))
     if query:
-        keep = search_filter(query, _SEARCH_FIELDS.get(table, set()))
+        keep = _search(info, query, table)
         records = (r for r in records if keep(r))
     return list(records)
 
@@ -762,7 +958,7 @@ def _customer_orders(c: Record, info: GraphQLResolveInfo, **args: Any) -> dict[s
     require_scope(info, "read_orders")
     rows = _orders_by_customer(info).get(c["id"], [])
     if args.get("query"):
-        keep = search_filter(args["query"], _SEARCH_FIELDS["orders"])
+        keep = _search(info, args["query"], "orders")
         rows = [r for r in rows if keep(r)]
     return connection(info, rows, **_page_args(args))
 

@@ -13,6 +13,7 @@ import hashlib
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -34,13 +35,24 @@ def _derive(seed: int, handle: str, what: str, length: int) -> str:
     return hashlib.sha256(f"{APP_NAME}:{seed}:{handle}:{what}".encode()).hexdigest()[:length]
 
 
-def install_apps(world: World, seed: int = 0, *, token_ttl: timedelta | None = None) -> None:
-    """Give every shop the "shopsync" app: deterministic credentials, a static token, all scopes."""
+def install_apps(
+    world: World,
+    seed: int = 0,
+    *,
+    token_ttl: timedelta | None = None,
+    redirect_urls: Sequence[str] = (),
+) -> None:
+    """Give every shop the "shopsync" app: deterministic credentials, a static token, all scopes.
+
+    ``token_ttl`` is how long client-credentials tokens live; ``redirect_urls`` are the app's
+    allowed OAuth redirection URLs.
+    """
     for handle, shop in world.shops.items():
         app = AppCredentials(
             client_id=_derive(seed, handle, "client_id", 32),
             client_secret="shpss_" + _derive(seed, handle, "client_secret", 32),
             scopes=set(ALL_SCOPES),
+            redirect_urls=list(redirect_urls),
         )
         if token_ttl is not None:
             app.token_ttl = token_ttl
@@ -55,6 +67,7 @@ def world_from_tables(
     seed: int = 0,
     plan: str | None = None,
     token_ttl: timedelta | None = None,
+    redirect_urls: Sequence[str] = (),
 ) -> World:
     """A world served from ``devstore.model`` tables, with the shopsync app installed."""
     world = World.from_tables(tables)
@@ -63,7 +76,7 @@ def world_from_tables(
             raise ValueError(f"unknown plan {plan!r}; use one of {', '.join(PLANS)}")
         for shop in world.shops.values():
             shop.info["plan"] = plan
-    install_apps(world, seed, token_ttl=token_ttl)
+    install_apps(world, seed, token_ttl=token_ttl, redirect_urls=redirect_urls)
     return world
 
 
@@ -74,6 +87,7 @@ def create_world(
     plan: str | None = None,
     *,
     token_ttl: timedelta | None = None,
+    redirect_urls: Sequence[str] = (),
     **generator_options: Any,
 ) -> World:
     """Generate ``stores`` shops of ~``customers`` customers each and install the shopsync app.
@@ -83,7 +97,7 @@ def create_world(
     from devstore.generator import generate_world
 
     tables = generate_world(stores=stores, customers=customers, seed=seed, **generator_options)
-    return world_from_tables(tables, seed=seed, plan=plan, token_ttl=token_ttl)
+    return world_from_tables(tables, seed=seed, plan=plan, token_ttl=token_ttl, redirect_urls=redirect_urls)
 
 
 def shop_credentials(world: World, base_url: str = "") -> list[dict[str, Any]]:
@@ -129,6 +143,8 @@ def serve(
         log_level=log_level,
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,
+        # an interrupted devstore stops within seconds even if a client holds a connection open
+        timeout_graceful_shutdown=3,
     )
 
 

@@ -91,6 +91,8 @@ class AppCredentials:
     tokens: dict[str, datetime | None] = field(default_factory=dict)
     installed: bool = True
     token_ttl: timedelta = timedelta(hours=24)
+    # the app's allowed redirection URLs: the only redirect_uri values OAuth authorize accepts
+    redirect_urls: list[str] = field(default_factory=list)
 
     def issue_token(self, now: datetime, ttl: timedelta | None) -> str:
         """Create a new access token valid for ``ttl`` (None = no expiry)."""

@@ -135,3 +135,54 @@ def test_cost_extension_throttled_and_max_cost_over_http(
     )
     assert "data" not in body
     assert body["extensions"]["cost"]["throttleStatus"]["currentlyAvailable"] == 57  # nothing taken
+
+
+def test_which_answers_carry_extensions_cost(tiny_store: tuple[RunningDevstore, FakeClock]) -> None:
+    """As Shopify: everything that reached costing carries cost; syntax, validation and variable errors do not."""
+    store, _clock = tiny_store
+    url = store.graphql_url("tiny")
+    headers = {"X-Shopify-Access-Token": store.token("tiny")}
+
+    def post(query: str, variables: dict | None = None) -> dict:
+        response = HTTP.post(url, json={"query": query, "variables": variables}, headers=headers)
+        assert response.status_code == 200
+        return response.json()
+
+    without_cost = {
+        "{ shop {": "parseError",
+        "{ nope }": "undefinedField",
+        "{ shop }": "selectionMismatch",
+    }
+    for query, code in without_cost.items():
+        body = post(query)
+        assert set(body) == {"errors"}, body
+        assert body["errors"][0]["extensions"]["code"] == code
+    paged = "query($n: Int!) { customers(first: $n) { nodes { id } } }"
+    for variables, explanation in (
+        ({}, "Expected value to not be null"),
+        ({"n": "x"}, 'Could not coerce value "x" to Int'),
+    ):
+        body = post(paged, variables)
+        assert set(body) == {"errors"}, body
+        (error,) = body["errors"]
+        assert error["message"] == "Variable $n of type Int! was provided invalid value"
+        assert error["extensions"]["code"] == "INVALID_VARIABLE"
+        assert error["extensions"]["problems"] == [{"path": [], "explanation": explanation}]
+    nested = post(
+        "mutation($i: CustomerInput!) { customerUpdate(input: $i) { userErrors { message } } }",
+        {"i": {"id": "gid://shopify/Customer/1001", "note": 5}},
+    )
+    assert set(nested) == {"errors"}
+    assert nested["errors"][0]["message"] == (
+        "Variable $i of type CustomerInput! was provided invalid value for note (Could not coerce value 5 to String)"
+    )
+    # a body that is not a GraphQL request is refused before costing too
+    bad_json = HTTP.post(url, content=b"{not json", headers={**headers, "content-type": "application/json"})
+    assert bad_json.status_code == 400 and "extensions" not in bad_json.json()
+    # none of those took anything from the bucket
+    fine = post(paged, {"n": 1})
+    assert fine["extensions"]["cost"]["throttleStatus"]["currentlyAvailable"] == 2000 - 3
+    # an execution error was costed, so it carries cost (here: nothing came back, nothing charged)
+    failed = post("{ customers { nodes { id } } }")
+    assert failed["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+    assert failed["extensions"]["cost"]["requestedQueryCost"] == 2

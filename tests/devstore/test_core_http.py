@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 from core_tables import tiny_tables
+from tls_support import self_signed
 
 from devstore.faults import FaultProfile
 from devstore.server import RunningDevstore, start_in_thread, world_from_tables
@@ -23,11 +24,13 @@ HTTP = httpx.Client(timeout=30)
 SHOP = "tiny.myshopify.com"
 CUSTOMERS_QUERY = {"query": "{ customers(first: 2) { nodes { id } } }"}
 INVALID = {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}
+CALLBACK = "https://app.example/callback"
 
 
 @pytest.fixture
 def store() -> Iterator[RunningDevstore]:
-    running = start_in_thread(world_from_tables(tiny_tables(), token_ttl=timedelta(hours=1)), webhooks=False)
+    world = world_from_tables(tiny_tables(), token_ttl=timedelta(hours=1), redirect_urls=[CALLBACK])
+    running = start_in_thread(world, webhooks=False)
     yield running
     running.stop()
 
@@ -90,11 +93,8 @@ def test_authorization_code_flow_with_hmac(store: RunningDevstore) -> None:
     params = dict(parse_qsl(location.query))
     assert params["state"] == "nonce-123" and params["shop"] == SHOP and params["x"] == "1"
     assert {"code", "hmac", "host", "timestamp"} <= set(params)
-    # Shopify's rule: drop hmac, sort the rest, join k=v with &, hex HMAC-SHA256 with the client secret
-    signed = {k: v for k, v in params.items() if k not in ("hmac", "x")}
-    message = "&".join(f"{k}={v}" for k, v in sorted(signed.items()))
-    expected = hmac.new(creds["client_secret"].encode(), message.encode(), hashlib.sha256).hexdigest()
-    assert params["hmac"] == expected
+    signed = {k: v for k, v in params.items() if k != "x"}
+    assert _callback_verifies(signed, creds["client_secret"])
     exchange = {
         "client_id": creds["client_id"],
         "client_secret": creds["client_secret"],
@@ -113,6 +113,107 @@ def test_authorization_code_flow_with_hmac(store: RunningDevstore) -> None:
     assert scopes == {"access_scopes": [{"handle": "read_customers"}]}
     again = HTTP.post(base + "/admin/oauth/access_token", json=exchange)
     assert again.status_code == 400  # a code is good once
+
+
+def _callback_verifies(params: dict[str, str], secret: str) -> bool:
+    """What an app does with the callback, by Shopify's rule, written here from scratch:
+    drop hmac, sort the rest, join k=v with &, compare the hex HMAC-SHA256 keyed with the client secret."""
+    message = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "hmac")
+    expected = hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(params.get("hmac", ""), expected)
+
+
+def _authorize(store: RunningDevstore, **params: str) -> httpx.Response:
+    return HTTP.get(store.shop_url("tiny") + "/admin/oauth/authorize", params=params)
+
+
+def test_a_tampered_callback_fails_verification(store: RunningDevstore) -> None:
+    creds = _creds(store)
+    response = _authorize(store, client_id=creds["client_id"], redirect_uri=CALLBACK, state="s1")
+    params = dict(parse_qsl(urlsplit(response.headers["location"]).query))
+    assert _callback_verifies(params, creds["client_secret"])
+    assert not _callback_verifies(params, "shpss_someone_elses_secret")
+    # every signed parameter is covered: changing any of them breaks the signature
+    for key, forged in (
+        ("code", "0" * 32),
+        ("shop", "evil.myshopify.com"),
+        ("state", "s2"),
+        ("timestamp", "1"),
+    ):
+        assert key in params
+        assert not _callback_verifies({**params, key: forged}, creds["client_secret"]), key
+    flipped = params["hmac"][:-1] + ("1" if params["hmac"][-1] != "1" else "2")
+    assert not _callback_verifies({**params, "hmac": flipped}, creds["client_secret"])
+
+
+def test_a_tampered_authorize_request_is_refused(store: RunningDevstore) -> None:
+    creds = _creds(store)
+    codes = store.app.state.devstore.oauth.codes
+    ok = _authorize(store, client_id=creds["client_id"], redirect_uri=CALLBACK + "?next=/home", state="s")
+    assert ok.status_code == 302  # the app's own query string may ride along
+    issued = len(codes)
+    for forged in (
+        "https://evil.example/callback",  # another host
+        "https://app.example.evil.example/callback",
+        "http://app.example/callback",  # downgraded scheme
+        "https://app.example:8443/callback",  # another port
+        "https://app.example/callback/",  # even a trailing slash
+        "https://app.example/other",
+    ):
+        refused = _authorize(store, client_id=creds["client_id"], redirect_uri=forged, state="s")
+        assert refused.status_code == 400, forged
+        assert "location" not in refused.headers
+        assert refused.json()["error"] == "invalid_request"
+        assert refused.json()["error_description"].startswith("The redirect_uri is not whitelisted")
+    unknown_app = _authorize(store, client_id="0" * 32, redirect_uri=CALLBACK)
+    assert unknown_app.status_code == 400 and unknown_app.json()["error"] == "invalid_request"
+    missing = _authorize(store, client_id=creds["client_id"])
+    assert missing.status_code == 400
+    assert len(codes) == issued  # no refused request got an authorization code
+
+
+def test_control_api_sets_token_ttl_and_redirect_urls(store: RunningDevstore) -> None:
+    creds = _creds(store)
+    assert store.control("GET", "/shops/tiny/app")["token_ttl_seconds"] == 3600
+    token_url = store.shop_url("tiny") + "/admin/oauth/access_token"
+    grant = {
+        "grant_type": "client_credentials",
+        "client_id": creds["client_id"],
+        "client_secret": creds["client_secret"],
+    }
+    before = HTTP.post(token_url, data=grant).json()
+    settings = store.control(
+        "PUT", "/shops/tiny/app", {"token_ttl_seconds": 60, "redirect_urls": ["http://127.0.0.1:9/cb"]}
+    )
+    assert settings["token_ttl_seconds"] == 60 and settings["redirect_urls"] == ["http://127.0.0.1:9/cb"]
+    after = HTTP.post(token_url, data=grant).json()
+    assert after["expires_in"] == 60
+    store.world.clock.offset += timedelta(seconds=61)
+    graphql = store.graphql_url("tiny")
+    short = HTTP.post(
+        graphql, json=CUSTOMERS_QUERY, headers={"X-Shopify-Access-Token": after["access_token"]}
+    )
+    assert short.status_code == 401
+    # a token issued before the change keeps its own expiry
+    long = HTTP.post(
+        graphql, json=CUSTOMERS_QUERY, headers={"X-Shopify-Access-Token": before["access_token"]}
+    )
+    assert long.status_code == 200
+    assert (
+        _authorize(store, client_id=creds["client_id"], redirect_uri="http://127.0.0.1:9/cb").status_code
+        == 302
+    )
+    assert _authorize(store, client_id=creds["client_id"], redirect_uri=CALLBACK).status_code == 400
+    for body, message in (
+        ({"token_ttl_seconds": 0}, "above 0"),
+        ({"token_ttl_seconds": "soon"}, "above 0"),
+        ({"redirect_urls": ["/relative"]}, "absolute http(s) URLs"),
+        ({"redirect_urls": "https://x.example"}, "list of URLs"),
+        ({"ttl": 5}, "Unknown app settings: ttl"),
+    ):
+        response = HTTP.put(f"{store.url}/_devstore/shops/tiny/app", json=body)
+        assert response.status_code == 400 and message in response.json()["error"], body
+    assert store.control("GET", "/shops/tiny/app")["token_ttl_seconds"] == 60  # refusals changed nothing
 
 
 def test_host_and_path_prefix_routing_and_versions(store: RunningDevstore) -> None:
@@ -198,39 +299,8 @@ def test_faults_are_applied(store: RunningDevstore) -> None:
     faults.clear()
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    from datetime import UTC, datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
-
-
 def test_serves_https_with_a_certificate(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     running = start_in_thread(world_from_tables(tiny_tables()), tls_cert=cert, tls_key=key, webhooks=False)
     try:
         assert running.url.startswith("https://")
@@ -243,3 +313,33 @@ def test_serves_https_with_a_certificate(tmp_path: Path) -> None:
         assert body["data"] == {"shop": {"name": "Tiny Shop"}}
     finally:
         running.stop()
+
+
+def test_search_on_an_unknown_field_is_dropped_and_reported_in_extensions(store: RunningDevstore) -> None:
+    headers = {"X-Shopify-Access-Token": _creds(store)["access_token"]}
+    document = "query($q: String) { customers(first: 5, query: $q) { nodes { id } } }"
+    body = HTTP.post(
+        store.graphql_url("tiny"),
+        json={"query": document, "variables": {"q": "id:1003 OR colour:blue"}},
+        headers=headers,
+    ).json()
+    assert "errors" not in body
+    assert body["data"]["customers"]["nodes"] == [{"id": "gid://shopify/Customer/1003"}]
+    assert body["extensions"]["search"] == [
+        {
+            "path": ["customers"],
+            "query": "id:1003 OR colour:blue",
+            "warnings": [
+                {
+                    "field": "colour",
+                    "message": "Invalid search field for this query.",
+                    "code": "invalid_field",
+                }
+            ],
+        }
+    ]
+    clean = HTTP.post(
+        store.graphql_url("tiny"), json={"query": document, "variables": {"q": "-id:1003"}}, headers=headers
+    ).json()
+    assert "search" not in clean["extensions"] and len(clean["data"]["customers"]["nodes"]) == 5
+    assert {"id": "gid://shopify/Customer/1003"} not in clean["data"]["customers"]["nodes"]

@@ -290,6 +290,29 @@ def test_search_syntax(world: World, shop: ShopState) -> None:
     assert _drain(world, shop, query="email:C3@example.com") == [1004]
 
 
+def test_search_or_not_and_grouping(world: World, shop: ShopState) -> None:
+    everyone = list(range(1001, 1001 + CUSTOMERS))
+    assert _drain(world, shop, query="id:1005 OR id:1007", sortKey="ID") == [1005, 1007]
+    assert _drain(world, shop, query="id:1005 id:1007") == []  # implied AND
+    for negated in ("-id:1005", "NOT id:1005", "NOT (id:1005)"):
+        assert _drain(world, shop, query=negated, sortKey="ID") == [i for i in everyone if i != 1005], negated
+    assert _drain(world, shop, query="id:>1026 -id:1028", sortKey="ID") == [1027, 1029, 1030]
+    # AND binds tighter than OR
+    assert _drain(world, shop, query="id:1002 OR id:>1028 AND id:<1030", sortKey="ID") == [1002, 1029]
+    assert _drain(world, shop, query="(id:1002 OR id:>1028) AND id:<1030", sortKey="ID") == [1002, 1029]
+    assert _drain(world, shop, query="(id:1002 OR id:1029) -(id:1029)", sortKey="ID") == [1002]
+    assert _drain(world, shop, query="NOT (id:<1029 OR id:1030)", sortKey="ID") == [1029]
+    # every fifth customer (1001, 1006, ...) has no email: -email:x keeps them, email:x never matches them
+    assert _drain(world, shop, query="email:c3@example.com OR email:c4@example.com", sortKey="ID") == [
+        1004,
+        1005,
+    ]
+    assert len(_drain(world, shop, query="-email:c3@example.com")) == CUSTOMERS - 1
+    # a term on a field customers cannot be searched by is dropped, leaving the rest of its group
+    assert _drain(world, shop, query="id:1003 OR colour:blue", sortKey="ID") == [1003]
+    assert _drain(world, shop, query="-colour:blue id:1003") == [1003]
+
+
 def test_page_size_limits_and_bulk_mode(world: World, shop: ShopState) -> None:
     errors = run_errors(world, shop, "{ customers(first: 251) { nodes { id } } }")
     assert errors[0]["extensions"]["code"] == "BAD_REQUEST" and "250" in errors[0]["message"]
@@ -339,11 +362,32 @@ def test_scopes_deny_and_hide_old_orders(world: World, shop: ShopState) -> None:
 
 
 def test_datetime_and_cursor_round_trip() -> None:
-    from devstore.queries import decode_cursor, encode_cursor, parse_search
+    from devstore.queries import (
+        SearchAnd,
+        SearchNot,
+        SearchOr,
+        SearchTerm,
+        decode_cursor,
+        encode_cursor,
+        parse_search,
+        parse_search_tree,
+    )
 
     assert decode_cursor(encode_cursor(123, 7)) == (123, 7)
     assert parse_search("updated_at:>='2026-01-01T00:00:00Z' AND id:>5") == [
         ("updated_at", ">=", "2026-01-01T00:00:00Z"),
         ("id", ">", "5"),
     ]
+    assert parse_search_tree("-id:5 OR (NOT state:enabled)") == SearchOr(
+        (SearchNot(SearchTerm("id", "=", "5")), SearchNot(SearchTerm("state", "=", "enabled")))
+    )
+    assert parse_search_tree("id:>5 AND email:'a b'") == SearchAnd(
+        (SearchTerm("id", ">", "5"), SearchTerm("email", "=", "a b"))
+    )
+    # lenient like Shopify: stray connectives and unbalanced parentheses do not fail the request
+    assert parse_search_tree("AND id:5 OR") == SearchTerm("id", "=", "5")
+    assert parse_search_tree("((id:5") == SearchTerm("id", "=", "5")
+    assert parse_search_tree("id:5)") == SearchTerm("id", "=", "5")
+    assert parse_search_tree("ANDROID") == SearchTerm(None, "=", "ANDROID")
+    assert parse_search_tree("   ") is None
     assert graph._format_datetime(datetime(2026, 1, 2, 3, 4, 5, 678, tzinfo=UTC)) == "2026-01-02T03:04:05Z"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from collections.abc import Iterator
 
@@ -310,3 +311,93 @@ def test_uninstall_emits_app_uninstalled_and_invalidates_tokens() -> None:
     finally:
         rx.close()
         store.stop()
+
+
+def test_checkout_and_collection_topics_are_delivered_with_their_payloads(
+    store: Store, receiver: Receiver
+) -> None:
+    topics = (
+        "CHECKOUTS_CREATE",
+        "CHECKOUTS_UPDATE",
+        "COLLECTIONS_CREATE",
+        "COLLECTIONS_UPDATE",
+        "COLLECTIONS_DELETE",
+    )
+    for topic in topics:
+        _subscribe(store, topic, receiver.url)
+    handle = store.shop.handle
+    customer_id = numeric_id(customer_gid(store.shop))
+    variant = next(v for rows in store.shop.children["variants"].values() for v in rows)
+    checkout = store.control(
+        "POST",
+        f"/shops/{handle}/records/abandoned_checkouts",
+        {
+            "customer_id": customer_id,
+            "email": "cart@example.com",
+            "total_price": "42.50",
+            "billing_city": "Leeds",
+            "line_items": [
+                {
+                    "product_id": variant["product_id"],
+                    "variant_id": variant["id"],
+                    "title": "Lantern",
+                    "quantity": 2,
+                    "original_unit_price": "21.25",
+                }
+            ],
+        },
+    ).json()
+    store.control(
+        "PATCH",
+        f"/shops/{handle}/records/abandoned_checkouts/{checkout['id']}",
+        {"email": "cart2@example.com"},
+    )
+    collection = store.control(
+        "POST", f"/shops/{handle}/records/collections", {"title": "Winter Sale", "sort_order": "BEST_SELLING"}
+    ).json()
+    store.control(
+        "PATCH", f"/shops/{handle}/records/collections/{collection['id']}", {"title": "Winter Sale II"}
+    )
+    store.control("DELETE", f"/shops/{handle}/records/collections/{collection['id']}")
+    hits = receiver.wait_for(5)
+    assert sorted(h.headers["X-Shopify-Topic"] for h in hits) == sorted(
+        t.lower().replace("_", "/", 1) for t in topics
+    )
+    for hit in hits:
+        assert hit.headers["X-Shopify-Hmac-Sha256"] == expected_hmac(hit.body, store.app.client_secret)
+        assert hit.headers["X-Shopify-Shop-Domain"] == store.shop.domain
+    by_topic = {h.headers["X-Shopify-Topic"]: h.json for h in hits}
+
+    created, updated = by_topic["checkouts/create"], by_topic["checkouts/update"]
+    assert created["id"] == updated["id"] == checkout["id"] and isinstance(created["id"], int)
+    assert created["email"] == "cart@example.com" and updated["email"] == "cart2@example.com"
+    assert len(created["token"]) == 32 and created["token"] == updated["token"]
+    assert created["total_price"] == "42.50" and created["currency"] == store.shop.info["currency_code"]
+    assert created["customer"] == {
+        "id": customer_id,
+        "email": store.shop.records["customers"][customer_id]["email"],
+        "phone": store.shop.records["customers"][customer_id]["phone"],
+    }
+    assert created["billing_address"]["city"] == "Leeds"
+    assert created["line_items"] == [
+        {
+            "product_id": variant["product_id"],
+            "variant_id": variant["id"],
+            "title": "Lantern",
+            "quantity": 2,
+            "price": "21.25",
+        }
+    ]
+    assert created["completed_at"] is None
+    # REST timestamps: the shop's own UTC offset, to the second
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", created["created_at"])
+    assert updated["updated_at"] >= created["updated_at"]
+
+    made, renamed = by_topic["collections/create"], by_topic["collections/update"]
+    assert made["id"] == renamed["id"] == collection["id"]
+    assert made["admin_graphql_api_id"] == f"gid://shopify/Collection/{collection['id']}"
+    assert (made["title"], renamed["title"]) == ("Winter Sale", "Winter Sale II")
+    assert made["handle"] == "winter-sale" and made["sort_order"] == "best-selling"
+    assert made["published_scope"] == "web"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", made["updated_at"])
+    assert by_topic["collections/delete"] == {"id": collection["id"]}
