@@ -299,7 +299,7 @@ def connect(
         credentials = dict(verified.credentials)
         if verified.auth_kind is AuthKind.ACCESS_TOKEN and not client_secret:
             # A reconnect with a new token keeps the webhook secret given earlier.
-            credentials.update(_kept_secrets(registry, domain))
+            credentials = {**_kept_secrets(registry, domain), **credentials}
         store = registry.connect_store(
             domain,
             credentials=credentials,
@@ -654,7 +654,7 @@ def reconnect(
     )
     credentials = dict(verified.credentials)
     if verified.auth_kind is AuthKind.ACCESS_TOKEN and not client_secret:
-        credentials.update(_kept_secrets(registry, domain))
+        credentials = {**_kept_secrets(registry, domain), **credentials}
     registry.connect_store(
         domain,
         credentials=credentials,
