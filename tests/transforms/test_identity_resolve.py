@@ -81,6 +81,38 @@ def test_hub_phone_links_nobody() -> None:
     assert contact["10"] != contact["0"]
 
 
+def test_office_inbox_with_one_name_is_capped_by_record_count() -> None:
+    # An office inbox: guest orders from several people, all typed with the team's one name.
+    # Under the name cap it would chain them all; the record cap stops it.
+    rows = [
+        (
+            str(i),
+            "a",
+            "Accounts",
+            f"Team{i % 5}",
+            "orders@northwind.example",
+            None,
+            f"{i} Dock Rd",
+            "10001",
+            "US",
+        )
+        for i in range(8)
+    ]
+    capped = resolve(_records(rows), settings=LinkageSettings(hub_max_records=5))
+    assert capped.contact_identities["contact_id"].n_unique() > 1
+    assert capped.hubs.select("kind", "key", "n", "reason").row(0) == (
+        "email",
+        "orders@northwind.example",
+        8,
+        "more than 5 records",
+    )
+    assert _counts(capped)["hub_keys"] == 1
+    # the same file under the default cap (25) is one shopper's eight orders: one contact
+    default = resolve(_records(rows))
+    assert default.contact_identities["contact_id"].n_unique() == 1
+    assert default.hubs.height == 0
+
+
 def test_names_and_addresses_only() -> None:
     records = pl.DataFrame(
         {

@@ -70,7 +70,8 @@ class IdentityResult:
     ``identity_events`` (core.identity_events): merges and splits against the previous run.
     ``identity_review`` (core.identity_review): ambiguous pairs left unmerged for a person.
     ``outcomes``: ``outcome``/``count`` rows for the run's monitoring.
-    ``hubs``: emails and phones too widely shared to link on (``kind``, ``key``, ``n``, ``n_names``).
+    ``hubs``: emails and phones too widely shared to link on (``kind``, ``key``, ``n`` records,
+    ``n_names`` first names, ``reason``: which cap of the settings it exceeded).
     """
 
     contact_identities: pl.DataFrame
@@ -134,7 +135,7 @@ def resolve(
 
     det_edges, det_review, hubs = deterministic_links(rec, cfg)
     det_components = cluster_records(n, det_edges)
-    prob_edges, prob_review, _ = probabilistic_links(rec, det_components, cfg)
+    prob_edges, prob_review, _ = probabilistic_links(without_hub_keys(rec, hubs), det_components, cfg)
     edges = pl.concat([det_edges, prob_edges])
     clusters = cluster_records(n, edges)
     rules = record_rules(n, edges)
@@ -182,6 +183,25 @@ def resolve(
         identity_review=review,
         outcomes=outcomes,
         hubs=hubs,
+    )
+
+
+def without_hub_keys(rec: pl.DataFrame, hubs: pl.DataFrame) -> pl.DataFrame:
+    """``rec`` with hub emails and phones blanked: a key shared that widely is no evidence."""
+    if hubs.height == 0:
+        return rec
+    emails = hubs.filter(pl.col("kind") == "email")["key"].implode()
+    phones = hubs.filter(pl.col("kind") == "phone")["key"].implode()
+    hub_email = pl.col("email_norm").is_in(emails).fill_null(False)
+    return rec.with_columns(
+        *[
+            pl.when(hub_email).then(None).otherwise(pl.col(c)).alias(c)
+            for c in ("email_norm", "email_local", "email_digits")
+        ],
+        pl.when(pl.col("phone_e164").is_in(phones).fill_null(False))
+        .then(None)
+        .otherwise(pl.col("phone_e164"))
+        .alias("phone_e164"),
     )
 
 

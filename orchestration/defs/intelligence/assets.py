@@ -32,6 +32,7 @@ from transforms.warehouse_inputs import (
     engagement_frame,
     orders_with_contacts,
     shopify_consent_columns,
+    store_regions,
     with_customer_lists,
 )
 
@@ -144,9 +145,8 @@ def identity_assets(
             wio.shopify_table(con, "abandoned_checkouts"),
         )
         previous = wio.read_table(con, "core.contact_identities", schema=IDENTITY_SCHEMA)
-        result = resolve(
-            records, previous=previous if previous.height else None, settings=intelligence.linkage_settings()
-        )
+        settings = intelligence.linkage_settings(store_regions(records))
+        result = resolve(records, previous=previous if previous.height else None, settings=settings)
         run_number = _next_run_number(con)
         stamp = {"run_number": pl.lit(run_number, pl.Int64), "as_of": pl.lit(as_of, pl.Datetime("us", "UTC"))}
         counts = dict(result.outcomes.iter_rows())
@@ -183,6 +183,7 @@ def identity_assets(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(result.contact_identities.height),
             "contacts": dg.MetadataValue.int(int(counts["contacts"])),
+            "phone_regions": dg.MetadataValue.json(dict(sorted(settings.shop_regions.items()))),
             "as_of": as_of.isoformat(),
         },
     )
@@ -277,14 +278,15 @@ def consent_assets(
     try:
         loaded = load_engagement_events(con, paths.landing_path)
         customers = wio.customer_profiles(con)
-        events = engagement_frame(wio.engagement_events(con), intelligence.default_region)
+        regions = intelligence.linkage_settings(store_regions(customers)).shop_regions
+        events = engagement_frame(wio.engagement_events(con), intelligence.default_region, regions)
         observations = pl.concat(
             [
                 consent_tf.shopify_observations(
                     drop_disabled_consent(shopify_consent_columns(customers), wio.store_settings(con))
                 ),
                 consent_tf.engagement_observations(
-                    events, customer_keys(customers, intelligence.default_region)
+                    events, customer_keys(customers, intelligence.default_region, regions)
                 ),
             ]
         )
