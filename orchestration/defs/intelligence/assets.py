@@ -25,7 +25,7 @@ from transforms import consent as consent_tf
 from transforms.contacts import CRM_EDITS_SCHEMA, build_contacts, carry_over_merges, field_ownership
 from transforms.identity import IDENTITY_SCHEMA, resolve
 from transforms.identity.sources import records_from_shopify
-from transforms.metrics import MetricsInputError, contact_value, customer_metrics
+from transforms.metrics import MetricsInputError, contact_value, currencies_without_rate, customer_metrics
 from transforms.warehouse_inputs import (
     customer_keys,
     drop_disabled_consent,
@@ -88,6 +88,17 @@ CONSENT_DOCS: dict[str, str] = {
     "consent_audit": "Every change of a customer's consent state, when and from which source: the compliance "
     "trail.",
 }
+
+
+def fx_warning(currencies: list[str], reporting_currency: str) -> str:
+    """What a missing exchange rate means for the user, and the fix."""
+    listed = ", ".join(currencies)
+    example = currencies[0]
+    return (
+        f"No exchange rate to {reporting_currency} for {listed}: totals in {listed} are kept as they were paid, "
+        f"but their {reporting_currency} values (spend, AOV, CLV and its tier) are empty. Add a rate to the "
+        f'IntelligenceSettings fx_rates, e.g. {example}: "0.0067" ({reporting_currency} per {example}).'
+    )
 
 
 def _run_started(context: dg.AssetExecutionContext) -> datetime:
@@ -223,9 +234,11 @@ def metrics_assets(
         identities = wio.read_table(con, "core.contact_identities", schema=IDENTITY_SCHEMA)
         orders = orders_with_contacts(wio.shopify_table(con, "orders"), identities)
         contacts = identities.select("contact_id").unique()
+        fx = intelligence.fx()
         try:
-            per_customer = customer_metrics(orders, as_of, settings, intelligence.fx())
-            per_contact = contact_value(orders, as_of, settings, intelligence.fx(), contacts)
+            unrated = currencies_without_rate(orders, fx, settings)
+            per_customer = customer_metrics(orders, as_of, settings, fx)
+            per_contact = contact_value(orders, as_of, settings, fx, contacts)
         except MetricsInputError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         stamp = {"as_of": pl.lit(as_of, pl.Datetime("us", "UTC"))}
@@ -238,6 +251,8 @@ def metrics_assets(
         )
     finally:
         con.close()
+    if unrated:
+        context.log.warning(fx_warning(unrated, settings.reporting_currency))
     segments = dict(per_contact.group_by("segment").len().sort("segment").iter_rows())
     clv_fitted = per_contact["clv_12m"].count() > 0 if "clv_12m" in per_contact.columns else False
     if not clv_fitted:
@@ -256,6 +271,8 @@ def metrics_assets(
             "dagster/row_count": dg.MetadataValue.int(written["core.contact_metrics"]),
             "segments": dg.MetadataValue.json({str(k): int(v) for k, v in segments.items()}),
             "clv_fitted": dg.MetadataValue.bool(bool(clv_fitted)),
+            "reporting_currency": settings.reporting_currency,
+            "currencies_without_rate": dg.MetadataValue.json(unrated),
             "as_of": as_of.isoformat(),
         },
     )

@@ -11,11 +11,13 @@ import duckdb
 import polars as pl
 
 from orchestration.defs.instance import WAREHOUSE_POOL
-from orchestration.defs.intelligence.assets import core_key
+from orchestration.defs.intelligence.assets import core_key, fx_warning
+from orchestration.defs.intelligence.resources import IntelligenceSettings
 from orchestration.defs.shopify.resources import SyncPaths
 from pipelines import warehouse_io as wio
 from transforms.consent import OBSERVATIONS_SCHEMA, RESOLVED_SCHEMA, ratchet_violations
 from transforms.identity import EVENT_SCHEMA, IDENTITY_SCHEMA
+from transforms.metrics import currencies_without_rate
 
 _SAMPLE = 10
 
@@ -136,6 +138,34 @@ def clv_not_negative(paths: SyncPaths) -> dg.AssetCheckResult:
     return _result(negative_clv(frames["m"]), "Contacts with a negative CLV or spend")
 
 
+@dg.asset_check(asset=core_key("contact_metrics"), pool=WAREHOUSE_POOL)
+def fx_rates_complete(paths: SyncPaths, intelligence: IntelligenceSettings) -> dg.AssetCheckResult:
+    """Every order currency has a rate to the reporting currency (a warning: totals per currency stay)."""
+
+    def reads(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame]:
+        if not wio.table_exists(con, "shopify.orders"):
+            return {"orders": pl.DataFrame(schema={"currency_code": pl.String})}
+        return {
+            "orders": con.sql(
+                "SELECT DISTINCT currency_code FROM shopify.orders WHERE _deleted_at IS NULL"
+            ).pl()
+        }
+
+    settings = intelligence.value_settings()
+    unrated = currencies_without_rate(_read(paths, reads)["orders"], intelligence.fx(), settings)
+    if not unrated:
+        return _result(0, f"Every order currency converts to {settings.reporting_currency}")
+    return dg.AssetCheckResult(
+        passed=False,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=fx_warning(unrated, settings.reporting_currency),
+        metadata={
+            "failures": dg.MetadataValue.int(len(unrated)),
+            "currencies": dg.MetadataValue.json(unrated),
+        },
+    )
+
+
 @dg.asset_check(asset=core_key("consent"), pool=WAREHOUSE_POOL)
 def consent_ratchet_holds(paths: SyncPaths) -> dg.AssetCheckResult:
     """No record is subscribed while an unsubscribe at least as recent exists."""
@@ -157,5 +187,6 @@ intelligence_checks: list[dg.AssetChecksDefinition] = [
     contact_ids_unique,
     rfm_scores_in_range,
     clv_not_negative,
+    fx_rates_complete,
     consent_ratchet_holds,
 ]
