@@ -271,3 +271,60 @@ def test_a_currency_without_rate_warns_and_keeps_its_totals(intel: Any) -> None:
         .otherwise(pl.lit("low"))
     )
     assert contacts.select((pl.col("churn_risk") == expected).all()).item()
+
+
+@pytest.mark.slow
+def test_a_stale_shopify_subscribe_cannot_undo_a_recorded_unsubscribe(intel: Any) -> None:
+    intel.refresh()
+    wh = intel.paths.warehouse_path
+    shop, customer_id, unsubscribed_at = _rows(
+        wh,
+        "SELECT shop, customer_id, updated_at FROM core.consent WHERE channel = 'email' "
+        "AND state = 'UNSUBSCRIBED' AND updated_at IS NOT NULL ORDER BY ALL LIMIT 1",
+    )[0]
+    contact = _rows(
+        wh,
+        "SELECT contact_id FROM core.contact_identities WHERE shop = ? AND record_type = 'customer' "
+        "AND record_id = ?",
+        [shop, str(customer_id)],
+    )[0][0]
+    # a re-sync from an old export puts back the subscribed state the shopper had before
+    con = duckdb.connect(str(wh))
+    try:
+        con.execute(
+            "UPDATE shopify.customers SET email_marketing_state = 'SUBSCRIBED', "
+            "email_consent_updated_at = ?::TIMESTAMPTZ - INTERVAL 30 DAY WHERE shop = ? AND id = ?",
+            [unsubscribed_at, shop, customer_id],
+        )
+    finally:
+        con.close()
+    result = intel.refresh()
+    state = _rows(
+        wh,
+        "SELECT state FROM core.consent WHERE shop = ? AND customer_id = ? AND channel = 'email'",
+        [shop, customer_id],
+    )
+    assert state == [("UNSUBSCRIBED",)]
+    person = _rows(
+        wh, "SELECT state FROM core.contact_consent WHERE contact_id = ? AND channel = 'email'", [contact]
+    )
+    assert person == [("UNSUBSCRIBED",)]
+    ratchet = [e for e in result.get_asset_check_evaluations() if e.check_name == "consent_ratchet_holds"]
+    assert ratchet[0].passed
+    assert _rows(wh, "SELECT count(*) FROM core.contact_consent_audit")[0][0] > 0
+    # had the run let it through, the check compares with the recorded state and goes red
+    con = duckdb.connect(str(wh))
+    try:
+        con.execute(
+            "UPDATE core.consent SET state = 'SUBSCRIBED', updated_at = updated_at - INTERVAL 30 DAY "
+            "WHERE shop = ? AND customer_id = ? AND channel = 'email'",
+            [shop, customer_id],
+        )
+        con.execute(
+            "DELETE FROM core.consent_observations WHERE shop = ? AND customer_id = ?", [shop, customer_id]
+        )
+    finally:
+        con.close()
+    outcome = checks.consent_ratchet_holds(paths=intel.paths)
+    assert not outcome.passed and outcome.metadata["failures"].value == 1
+    assert outcome.metadata["sample"].value == [f"record {shop}/{customer_id}/email"]

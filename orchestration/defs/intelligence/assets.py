@@ -22,6 +22,7 @@ from pipelines import warehouse_io as wio
 from pipelines.engagement_load import load_crm_edits, load_engagement_events
 from pipelines.snapshot import publish_snapshot
 from transforms import consent as consent_tf
+from transforms import consent_history as history
 from transforms.contacts import CRM_EDITS_SCHEMA, build_contacts, carry_over_merges, field_ownership
 from transforms.identity import IDENTITY_SCHEMA, resolve
 from transforms.identity.sources import records_from_shopify
@@ -85,8 +86,9 @@ CONSENT_DOCS: dict[str, str] = {
     "consent": "The marketing consent in force per customer record and channel (email, SMS), from Shopify and "
     "engagement (unsubscribe links, STOP replies); an unsubscribe is never undone by an older subscribe.",
     "contact_consent": "Whether each person may be marketed to by email and by SMS, across all their records.",
-    "consent_audit": "Every change of a customer's consent state, when and from which source: the compliance "
-    "trail.",
+    "consent_audit": "Every change of a customer's consent state, when and from which source, and (in "
+    "core.contact_consent_audit) of each person's, including changes a merge or split of contacts caused: the "
+    "compliance trail.",
 }
 
 
@@ -297,6 +299,10 @@ def consent_assets(
         customers = wio.customer_profiles(con)
         regions = intelligence.linkage_settings(store_regions(customers)).shop_regions
         events = engagement_frame(wio.engagement_events(con), intelligence.default_region, regions)
+        previous = wio.read_table(con, "core.consent", schema=consent_tf.RESOLVED_SCHEMA)
+        previous_contacts = wio.read_table(
+            con, "core.contact_consent_records", schema=history.CONTACT_RECORDS_SCHEMA
+        )
         observations = pl.concat(
             [
                 consent_tf.shopify_observations(
@@ -305,28 +311,49 @@ def consent_assets(
                 consent_tf.engagement_observations(
                     events, customer_keys(customers, intelligence.default_region, regions)
                 ),
+                # what the warehouse recorded as unsubscribed stays so until something newer says otherwise
+                history.carried_observations(previous).join(
+                    customers.select("shop", pl.col("id").alias("customer_id")),
+                    on=["shop", "customer_id"],
+                    how="semi",
+                ),
             ]
         )
         resolved = consent_tf.resolve_consent(observations)
-        previous = wio.read_table(con, "core.consent", schema=consent_tf.RESOLVED_SCHEMA)
         identities = wio.read_table(con, "core.contact_identities", schema=IDENTITY_SCHEMA)
         customer_contacts = identities.filter(pl.col("record_type") == "customer").select(
             "shop", pl.col("record_id").cast(pl.Int64).alias("customer_id"), "contact_id"
         )
-        per_contact = consent_tf.contact_consent(resolved, customer_contacts)
+        per_contact = history.ratcheted_contact_consent(
+            consent_tf.contact_consent(resolved, customer_contacts), previous_contacts, customer_contacts
+        )
+        by_record = history.contact_states_by_record(per_contact, customer_contacts)
         changes = consent_tf.consent_changes(
             previous if previous.height else None, resolved, recorded_at=as_of
+        )
+        contact_changes = history.contact_consent_changes(
+            previous_contacts, per_contact, customer_contacts, recorded_at=as_of
         )
         written = wio.write_tables(
             con,
             {
                 # the raw observations, so the ratchet check can recompute the rule independently
                 "core.consent_observations": observations,
+                # last run's states, so the check can tell a re-subscription by an older state
+                "core.consent_previous": previous,
+                "core.contact_consent_records_previous": previous_contacts,
                 "core.consent": resolved,
                 "core.contact_consent": per_contact,
+                "core.contact_consent_records": by_record,
             },
         )
-        written.update(wio.write_tables(con, {"core.consent_audit": changes}, mode="append"))
+        written.update(
+            wio.write_tables(
+                con,
+                {"core.consent_audit": changes, "core.contact_consent_audit": contact_changes},
+                mode="append",
+            )
+        )
     finally:
         con.close()
     yield dg.MaterializeResult(
@@ -342,7 +369,14 @@ def consent_assets(
         metadata={"dagster/row_count": dg.MetadataValue.int(per_contact.height)},
     )
     yield dg.MaterializeResult(
-        asset_key=core_key("consent_audit"), metadata={"changes": dg.MetadataValue.int(changes.height)}
+        asset_key=core_key("consent_audit"),
+        metadata={
+            "changes": dg.MetadataValue.int(changes.height),
+            "contact_changes": dg.MetadataValue.int(contact_changes.height),
+            "contact_changes_by_reason": dg.MetadataValue.json(
+                dict(contact_changes.group_by("reason").len().sort("reason").iter_rows())
+            ),
+        },
     )
 
 

@@ -15,6 +15,7 @@ from orchestration.defs.intelligence.assets import core_key, fx_warning
 from orchestration.defs.intelligence.resources import IntelligenceSettings
 from orchestration.defs.shopify.resources import SyncPaths
 from pipelines import warehouse_io as wio
+from transforms import consent_history as history
 from transforms.consent import OBSERVATIONS_SCHEMA, RESOLVED_SCHEMA, ratchet_violations
 from transforms.identity import EVENT_SCHEMA, IDENTITY_SCHEMA
 from transforms.metrics import currencies_without_rate
@@ -168,17 +169,36 @@ def fx_rates_complete(paths: SyncPaths, intelligence: IntelligenceSettings) -> d
 
 @dg.asset_check(asset=core_key("consent"), pool=WAREHOUSE_POOL)
 def consent_ratchet_holds(paths: SyncPaths) -> dg.AssetCheckResult:
-    """No record is subscribed while an unsubscribe at least as recent exists."""
+    """No record or person is subscribed while an unsubscribe at least as recent exists: in this
+    run's observations, or in the state the warehouse recorded on the previous run."""
     frames = _read(
         paths,
         lambda con: {
             "obs": wio.read_table(con, "core.consent_observations", schema=OBSERVATIONS_SCHEMA),
             "resolved": wio.read_table(con, "core.consent", schema=RESOLVED_SCHEMA),
+            "previous": wio.read_table(con, "core.consent_previous", schema=RESOLVED_SCHEMA),
+            "contacts": wio.read_table(
+                con, "core.contact_consent_records", schema=history.CONTACT_RECORDS_SCHEMA
+            ),
+            "previous_contacts": wio.read_table(
+                con, "core.contact_consent_records_previous", schema=history.CONTACT_RECORDS_SCHEMA
+            ),
         },
     )
     violations = ratchet_violations(frames["obs"], frames["resolved"])
     sample = [f"{v.shop}/{v.customer_id}/{v.channel}" for v in violations]
-    return _result(len(violations), "Subscribed records an unsubscribe should have beaten", sample)
+    records = history.regressions(frames["previous"], frames["resolved"])
+    contacts = history.regressions(frames["previous_contacts"], frames["contacts"])
+    for label, frame in (("record", records), ("contact of", contacts)):
+        sample += [
+            f"{label} {r['shop']}/{r['customer_id']}/{r['channel']}" for r in frame.iter_rows(named=True)
+        ]
+    failures = len(violations) + records.height + contacts.height
+    return _result(
+        failures,
+        "Subscribed records or people an unsubscribe (this run's, or the one recorded before) should have beaten",
+        sample,
+    )
 
 
 intelligence_checks: list[dg.AssetChecksDefinition] = [
