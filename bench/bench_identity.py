@@ -149,6 +149,7 @@ def _splink(records: pl.DataFrame, shops: pl.DataFrame) -> tuple[pl.DataFrame, d
     in ``info``, the predictions themselves so the parent can pick the best threshold
     with the ground truth.
     """
+    import duckdb
     import splink.comparison_level_library as cll
     import splink.comparison_library as cl
     from splink import DuckDBAPI, Linker, SettingsCreator, block_on
@@ -249,7 +250,10 @@ def _splink(records: pl.DataFrame, shops: pl.DataFrame) -> tuple[pl.DataFrame, d
         blocking_rules_to_generate_predictions=[block_on("email_norm"), *rules],
         retain_intermediate_calculation_columns=False,
     )
-    linker = Linker(DuckDBAPI().register(frame), settings, log_level=40)
+    # the same memory budget as our goal (6 GB); DuckDB spills to disk past it rather than fail
+    con = duckdb.connect(":memory:")
+    con.execute("SET memory_limit = '6GB'")
+    linker = Linker(DuckDBAPI(con).register(frame), settings, log_level=40)
     if has_email:
         exact = [block_on("email_norm"), block_on("phone_e164")]
         recall = 0.75

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
+import pytest
 
 from transforms.identity import IdentityResult, LinkageSettings, resolve
 from transforms.identity.stable_ids import new_contact_id
@@ -235,3 +236,14 @@ def test_missing_columns_and_empty_input() -> None:
     assert result.contact_identities["contact_id"].n_unique() == 2
     empty = resolve(pl.DataFrame({"record_id": []}, schema={"record_id": pl.String}))
     assert empty.contact_identities.height == 0
+
+
+def test_a_repeated_record_key_is_refused_not_dropped() -> None:
+    rows = [
+        ("1", "a", "Ann", "Lee", None, None, None, None, "US"),
+        ("1", "a", "Bob", "Ray", None, None, None, None, "US"),
+        ("1", "b", "Cat", "Fox", None, None, None, None, "US"),  # another shop: another record
+    ]
+    with pytest.raises(ValueError, match=r"1 record key\(s\) .* more than once, e.g. a / customer / 1"):
+        resolve(_records(rows))
+    assert resolve(_records(rows[1:])).contact_identities.height == 2

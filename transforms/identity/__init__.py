@@ -121,13 +121,21 @@ def resolve(
 
     ``records`` has ``record_id`` and any of ``shop, record_type, first_name, last_name,
     email, phone, address1, address2, city, province, zip, country, source`` (absent
-    columns count as null). ``previous`` is the last run's mapping (``shop``,
+    columns count as null); a ``(shop, record_type, record_id)`` given twice raises
+    ``ValueError`` (dropping either would lose a record). ``previous`` is the last run's mapping (``shop``,
     ``record_type``, ``record_id``, ``contact_id``; ``customer_id`` accepted for
     ``record_id``) whose ids the new contacts keep. Resolution is cross-store.
     """
     cfg = settings or DEFAULT_SETTINGS
     conformed = conform_records(records)
-    conformed = conformed.with_columns(key=_keys(conformed)).unique("key", keep="first", maintain_order=True)
+    conformed = conformed.with_columns(key=_keys(conformed))
+    repeated = conformed.filter(pl.col("key").is_duplicated())["key"].unique().sort()
+    if repeated.len():
+        shown = ", ".join(repeated.head(3).str.replace_all("|", " / ", literal=True).to_list())
+        raise ValueError(
+            f"{repeated.len()} record key(s) (shop / record_type / record_id) appear more than once, e.g. "
+            f"{shown}; every record needs its own id"
+        )
     n = conformed.height
     rec = normalise(conformed, default_region=cfg.default_region, shop_regions=cfg.shop_regions).with_columns(
         _rid=pl.arange(0, n, dtype=pl.UInt32)
