@@ -1,7 +1,7 @@
 """Identity resolution benchmark: accuracy against the generator's ground truth, time and memory.
 
     .venv/bin/python bench/bench_identity.py                     # 2 x 520k customers: ~1M customer records
-    .venv/bin/python bench/bench_identity.py --splink            # also Splink 5 (at --splink-customers)
+    .venv/bin/python bench/bench_identity.py --splink            # also Splink 5 on the same world
     .venv/bin/python bench/bench_identity.py --quick --splink    # 2 stores x 5,000 customers, seconds
 
 Records are the generator's customer records (with their default address) plus guest
@@ -9,8 +9,9 @@ orders and guest checkouts, resolved cross-store and scored pairwise against ``t
 Every (method, fields) runs in its own child process so its peak RSS is its own; time is
 wall time (and CPU time, which a loaded machine does not inflate). Measured in the same
 run: an exact-email baseline (what a simple sync does), the ceiling of names and
-addresses (an oracle that links exactly the records of one person sharing a normalised
-address: no method without email and phone can find more without guessing), and with
+addresses (``evaluate.address_ceiling``, an oracle that links exactly the records of one
+person sharing a normalised address: no method without email and phone can find more
+without guessing), and with
 ``--splink`` Splink 5 on DuckDB (``SPLINK_SETUP`` says how it was given a fair chance).
 """
 
@@ -33,7 +34,6 @@ sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "out"
 FULL_CUSTOMERS = 520_000  # per store; x2 stores x ~0.96 = ~1M customer records (+ ~0.4M guest records)
 QUICK_CUSTOMERS = 5_000
-SPLINK_FULL_CUSTOMERS = 100_000  # Splink's default size at full scale (see --splink-customers)
 SPLINK_TIMED_THRESHOLD = 0.9
 SPLINK_SWEEP: tuple[float, ...] = (0.05, 0.2, 0.5, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999)
 SPLINK_SETUP = (
@@ -122,23 +122,6 @@ def _split_ids(frame: pl.DataFrame) -> pl.DataFrame:
             "record_id": parts.struct.field("field_2"),
             "contact_id": frame["contact_id"].cast(pl.String),
         }
-    )
-
-
-def _address_ceiling(records: pl.DataFrame, shops: pl.DataFrame, truth: pl.DataFrame) -> pl.DataFrame:
-    """The oracle of names and addresses: records of one person that share a normalised address
-    (street line and postcode) are one contact, every other record stands alone."""
-    from transforms.identity.normalise import conform_records, normalise
-
-    norm = normalise(conform_records(records))
-    keys = ["shop", "record_type", "record_id"]
-    joined = norm.join(truth.select(*[pl.col(k).cast(pl.String) for k in keys], "person_id"), on=keys)
-    own = pl.concat_str(keys, separator="|")
-    return joined.select(
-        *keys,
-        contact_id=pl.when(pl.col("address_norm").is_not_null())
-        .then(pl.concat_str([pl.col("person_id").cast(pl.String), pl.col("address_key")], separator="#"))
-        .otherwise(own),
     )
 
 
@@ -322,7 +305,9 @@ def child(method: str, fields: str, customers: int, seed: int) -> None:
     started = time.perf_counter()
     extra: dict[str, float] = {}
     if method == "ceiling":
-        identities = _address_ceiling(records, shops, truth)
+        from transforms.identity.evaluate import address_ceiling
+
+        identities = address_ceiling(records, truth)
     else:
         out = METHODS[method](records, shops)
         identities, info = out if isinstance(out, tuple) else (out, None)
@@ -427,8 +412,8 @@ def main() -> None:
         "--splink-customers",
         type=int,
         default=None,
-        help=f"customers per store for the Splink comparison (default: --customers, capped at "
-        f"{SPLINK_FULL_CUSTOMERS:,} at full size, where Splink's pairs and EM outgrow a shared 2-core machine)",
+        help="customers per store for the Splink comparison (default: the same world as ours); "
+        "Splink runs under DuckDB's 6 GB memory limit, the goal's budget",
     )
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs=2, metavar=("METHOD", "FIELDS"), help=argparse.SUPPRESS)
@@ -490,7 +475,7 @@ def main() -> None:
         )
     if not args.splink:
         return
-    size = args.splink_customers or (customers if args.quick or args.customers else SPLINK_FULL_CUSTOMERS)
+    size = args.splink_customers or customers
     print(f"== Splink comparison at {size:,} customers per store: {SPLINK_SETUP}", flush=True)
     if size != customers:
         generate(size)
