@@ -9,6 +9,7 @@ date) or, when empty, is the run's start time; the transforms never read the clo
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -19,6 +20,7 @@ from orchestration.defs.intelligence.resources import IntelligenceConfig, Intell
 from orchestration.defs.shopify.jobs import table_key
 from orchestration.defs.shopify.resources import SyncPaths
 from pipelines import warehouse_io as wio
+from pipelines.crm_feed import import_inbox as import_crm_inbox
 from pipelines.engagement_load import load_crm_edits, load_engagement_events
 from pipelines.snapshot import publish_snapshot
 from transforms import consent as consent_tf
@@ -391,8 +393,18 @@ def consent_assets(
 def contacts_asset(context: dg.AssetExecutionContext, paths: SyncPaths) -> dg.MaterializeResult:
     """The golden record per person: Shopify profile (as first seen), CRM fields (as the CRM set them),
     and commerce value and consent (as shopsync computed them), under the field-ownership table.
-    Values refused because another side owns the field are counted in ``core.contact_blocked_overwrites``.
+    CRM edit files dropped in ``<landing>/_crm/field_edits/inbox/`` are imported first. Values refused
+    because another side owns the field are counted in ``core.contact_blocked_overwrites``.
     """
+    ownership = field_ownership()
+    # files dropped in the CRM inbox become landing batches first (bad lines quarantined)
+    dropped = import_crm_inbox(Path(paths.landing_path), set(ownership["field"].to_list()))
+    for item in dropped:
+        if item.quarantined:
+            context.log.warning(
+                f"CRM edit file {item.source.name}: {item.quarantined} line(s) quarantined with their reasons "
+                f"in {item.quarantine_path}; {item.accepted} edit(s) imported."
+            )
     con = wio.connect(paths.warehouse_path)
     try:
         crm = load_crm_edits(con, paths.landing_path)
@@ -401,7 +413,7 @@ def contacts_asset(context: dg.AssetExecutionContext, paths: SyncPaths) -> dg.Ma
         if previous.height and events.height:
             # a CRM edit on a contact that has since merged into another stays with the person
             latest = events.filter(pl.col("run_number") == pl.col("run_number").max())
-            previous = carry_over_merges(previous, latest, field_ownership())
+            previous = carry_over_merges(previous, latest, ownership)
         contacts, blocked = build_contacts(
             wio.read_table(con, "core.contact_identities", schema=IDENTITY_SCHEMA),
             wio.customer_profiles(con),
@@ -412,7 +424,7 @@ def contacts_asset(context: dg.AssetExecutionContext, paths: SyncPaths) -> dg.Ma
                 schema={"contact_id": pl.String, "channel": pl.String, "state": pl.String},
             ),
             wio.read_table(con, "crm.field_edits", schema=CRM_EDITS_SCHEMA),
-            field_ownership(),
+            ownership,
             previous if previous.height else None,
         )
         contacts = with_customer_lists(contacts, wio.store_settings(con))
@@ -423,6 +435,8 @@ def contacts_asset(context: dg.AssetExecutionContext, paths: SyncPaths) -> dg.Ma
         metadata={
             "dagster/row_count": dg.MetadataValue.int(contacts.height),
             "crm_edits_loaded": dg.MetadataValue.int(crm.inserted),
+            "crm_files_imported": dg.MetadataValue.int(len(dropped)),
+            "crm_lines_quarantined": dg.MetadataValue.int(sum(d.quarantined for d in dropped)),
             "blocked_overwrites": dg.MetadataValue.json(
                 {f"{r['field']}<-{r['source']}": r["blocked"] for r in blocked.iter_rows(named=True)}
             ),
