@@ -8,16 +8,21 @@ Which orders count
     attached them to (``contact_id``), and for no (shop, customer).
 
 Money and currencies
-    Money stays exact: sums are taken in whole cents and returned as Decimal with two places
-    (rounding half-to-even). Per (shop, customer), money is in the shop's currency
-    (``currency_code``; a shop's orders must share one). Per contact, who may have bought
-    from stores in several currencies, money is in the reporting currency
-    (``ValueSettings.reporting_currency``, USD by default): the contact's subtotal in each
-    currency is converted with the FX table's ``rate_to_reporting`` (reporting amount =
-    amount × rate), rounded to cents once, and the subtotals are added. The reporting
-    currency's own rate is 1 and need not be in the table; any other currency without a
-    rate raises ``MissingExchangeRateError``. CLV tiers compare the reporting-currency spend
-    with the thresholds at both levels.
+    Money stays exact and keeps three decimals end to end (Kuwaiti dinars and the other
+    three-decimal currencies lose nothing): sums are taken in whole thousandths of the
+    currency unit and returned as ``Decimal(38, 3)``. Per (shop, customer), money is in
+    the shop's currency (``currency_code``; a shop's orders must share one). Per contact,
+    who may have bought from stores in several currencies, ``spend_by_currency`` always
+    lists the net spend in each currency as it was paid, and ``total_spent`` is in the
+    reporting currency (``ValueSettings.reporting_currency``, USD by default): each
+    currency's subtotal is converted with the FX table's ``rate_to_reporting`` (reporting
+    amount = amount × rate), rounded half-to-even to the thousandth once, and the subtotals
+    are added. The reporting currency's own rate is 1 and need not be in the table. A
+    currency without a rate does not stop the run: its values in the reporting currency
+    (``total_spent_reporting`` per customer; ``total_spent``, AOV and CLV per contact
+    who bought in it) are null, and ``currencies_without_rate`` names it so the caller
+    can warn. CLV tiers compare the reporting-currency spend with the thresholds at both
+    levels (null when it is unknown).
 
 Derived columns
     ``days_since_last_order`` = whole days from the last order to ``as_of``;
@@ -40,8 +45,10 @@ from transforms import clv as clv_model
 from transforms import rfm as rfm_model
 from transforms.settings import ValueSettings
 
-MONEY = pl.Decimal(38, 2)
+MONEY = pl.Decimal(38, 3)
 RATE = pl.Decimal(38, 10)
+# money is summed in thousandths of the unit: exact for every ISO 4217 currency (none has more than three decimals)
+SCALE = 1000
 TIMESTAMP = pl.Datetime("us", "UTC")
 
 # The orders the metrics read (one row per Shopify order, as loaded into the warehouse).
@@ -86,27 +93,19 @@ CUSTOMER_METRICS_SCHEMA: dict[str, pl.DataType] = {
     "total_spent_reporting": MONEY,  # in the reporting currency; the CLV tier is based on it
 }
 
+SPEND_BY_CURRENCY = pl.List(pl.Struct({"currency_code": pl.String, "total_spent": MONEY}))
+
 CONTACT_METRICS_SCHEMA: dict[str, pl.DataType] = {
     "contact_id": pl.String,
     "currency_code": pl.String,  # the reporting currency
     **_COMMON_METRICS,
     "shop_count": pl.UInt32,
+    "spend_by_currency": SPEND_BY_CURRENCY,  # net spend per currency paid in, sorted by currency
 }
 
 
 class MetricsInputError(ValueError):
     """The orders or FX table cannot be used as given (a user-facing message)."""
-
-
-class MissingExchangeRateError(MetricsInputError):
-    """Orders are in a currency the FX table has no rate for."""
-
-    def __init__(self, currencies: list[str], reporting_currency: str) -> None:
-        self.currencies = currencies
-        super().__init__(
-            f"No exchange rate to {reporting_currency} for {', '.join(currencies)}. "
-            f"Add a rate_to_reporting row for each to the FX table."
-        )
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -138,11 +137,12 @@ def _as_of_utc(as_of: datetime) -> datetime:
 
 
 def counted_orders(orders: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
-    """The orders that count (see module docstring), with their net value in integer cents.
+    """The orders that count (see module docstring), with their net value in integer thousandths.
 
-    Returns ``shop, customer_id, contact_id, processed_at, currency_code, net_cents,
-    refunded`` (whether any refund was made).
-    Summing whole cents as Int64 is exact (like Decimal) and much faster to aggregate.
+    Returns ``shop, customer_id, contact_id, processed_at, currency_code, net_mills``
+    (net value in thousandths of the currency unit) and ``refunded`` (whether any refund
+    was made). Summing whole thousandths as Int64 is exact (like Decimal) and much faster
+    to aggregate.
     """
     cutoff = pl.lit(_as_of_utc(as_of), dtype=TIMESTAMP)
     zero = pl.lit(Decimal(0), dtype=MONEY)
@@ -161,8 +161,8 @@ def counted_orders(orders: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
             "contact_id",
             "processed_at",
             "currency_code",
-            net_cents=(
-                (pl.col("total_price").fill_null(zero) - pl.col("total_refunded").fill_null(zero)) * 100
+            net_mills=(
+                (pl.col("total_price").fill_null(zero) - pl.col("total_refunded").fill_null(zero)) * SCALE
             ).cast(pl.Int64),
             refunded=pl.col("total_refunded").fill_null(zero) > zero,
         )
@@ -173,10 +173,10 @@ def counted_orders(orders: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
 def exchange_rates(
     currencies: list[str], fx: pl.DataFrame | None, settings: ValueSettings
 ) -> dict[str, Decimal]:
-    """The rate to the reporting currency for each of ``currencies``.
+    """The rate to the reporting currency of each of ``currencies`` that has one.
 
-    The reporting currency's rate is 1. Raises ``MissingExchangeRateError`` for a currency
-    without a rate and ``MetricsInputError`` for a malformed FX table.
+    The reporting currency's rate is 1; currencies without a rate are left out (see
+    ``currencies_without_rate``). Raises ``MetricsInputError`` for a malformed FX table.
     """
     reporting = settings.reporting_currency
     if any(c is None for c in currencies):
@@ -202,35 +202,46 @@ def exchange_rates(
     if rates.get(reporting, Decimal(1)) != Decimal(1):
         raise MetricsInputError(f"The FX rate for the reporting currency {reporting} must be 1.")
     rates[reporting] = Decimal(1)
-    missing = sorted(set(currencies) - set(rates))
-    if missing:
-        raise MissingExchangeRateError(missing, reporting)
-    return {c: rates[c] for c in currencies}
+    return {c: rates[c] for c in currencies if c in rates}
 
 
-def _converted_cents(cents: pl.Expr, rate: Decimal) -> pl.Expr:
-    """Integer cents × rate, rounded half-to-even to whole cents."""
+def currencies_without_rate(
+    orders: pl.DataFrame, fx: pl.DataFrame | None, settings: ValueSettings | None = None
+) -> list[str]:
+    """Currencies of ``orders`` the FX table cannot convert to the reporting currency, sorted.
+
+    Their totals stay in their own currency; their reporting-currency values are null.
+    """
+    settings = settings or ValueSettings()
+    if "currency_code" not in orders.columns:
+        return []
+    currencies = orders["currency_code"].drop_nulls().unique().to_list()
+    return sorted(set(currencies) - set(exchange_rates(currencies, fx, settings)))
+
+
+def _converted(mills: pl.Expr, rate: Decimal) -> pl.Expr:
+    """Integer thousandths × rate, rounded half-to-even to whole thousandths."""
     if rate == 1:
-        return cents
-    return (cents.cast(pl.Decimal(38, 0)) * pl.lit(rate, dtype=RATE)).round(0).cast(pl.Int64)
+        return mills
+    return (mills.cast(pl.Decimal(38, 0)) * pl.lit(rate, dtype=RATE)).round(0).cast(pl.Int64)
 
 
-def _money(cents: pl.Expr) -> pl.Expr:
-    return (cents.cast(pl.Decimal(38, 0)) * pl.lit(Decimal("0.01"), dtype=MONEY)).cast(MONEY)
+def _money(mills: pl.Expr) -> pl.Expr:
+    return (mills.cast(pl.Decimal(38, 0)) * pl.lit(Decimal("0.001"), dtype=MONEY)).cast(MONEY)
 
 
 # --- metrics --------------------------------------------------------------------------------
 
 
 def _derived(as_of: datetime, settings: ValueSettings) -> list[pl.Expr]:
-    """Columns computed from the aggregates (``total_cents``, ``tier_cents`` in reporting currency)."""
+    """Columns computed from the aggregates (``total_mills``; ``tier_mills`` in the reporting currency)."""
     cutoff = pl.lit(_as_of_utc(as_of), dtype=TIMESTAMP)
     days_since_last = (cutoff - pl.col("last_order_at")).dt.total_days()
     days_since_first = (cutoff - pl.col("first_order_at")).dt.total_days().clip(lower_bound=1)
     return [
-        _money(pl.col("total_cents")).alias("total_spent"),
-        (_money(pl.col("total_cents")).cast(pl.Decimal(38, 8)) / pl.col("order_count"))
-        .round(2)
+        _money(pl.col("total_mills")).alias("total_spent"),
+        (_money(pl.col("total_mills")).cast(pl.Decimal(38, 9)) / pl.col("order_count"))
+        .round(3)
         .cast(MONEY)
         .alias("average_order_value"),
         days_since_last.alias("days_since_last_order"),
@@ -243,18 +254,20 @@ def _derived(as_of: datetime, settings: ValueSettings) -> list[pl.Expr]:
         .then(pl.lit("medium"))
         .otherwise(pl.lit("low"))
         .alias("churn_risk"),
-        _tier(pl.col("tier_cents"), settings).alias("clv_tier"),
+        _tier(pl.col("tier_mills"), settings).alias("clv_tier"),
     ]
 
 
-def _tier(cents: pl.Expr, settings: ValueSettings) -> pl.Expr:
-    # Thresholds in cents of the reporting currency; "above" is strict.
-    high = int(settings.clv_high * 100)
-    medium = int(settings.clv_medium * 100)
+def _tier(mills: pl.Expr, settings: ValueSettings) -> pl.Expr:
+    # Thresholds in thousandths of the reporting currency; "above" is strict; unknown stays null.
+    high = int(settings.clv_high * SCALE)
+    medium = int(settings.clv_medium * SCALE)
     return (
-        pl.when(cents > high)
+        pl.when(mills.is_null())
+        .then(pl.lit(None, dtype=pl.String))
+        .when(mills > high)
         .then(pl.lit("high"))
-        .when(cents > medium)
+        .when(mills > medium)
         .then(pl.lit("medium"))
         .otherwise(pl.lit("low"))
     )
@@ -277,7 +290,7 @@ def customer_metrics(
     """Value metrics per (shop, customer_id) as of ``as_of``, in ``CUSTOMER_METRICS_SCHEMA``.
 
     Money is in the shop's currency; ``total_spent_reporting`` (and the CLV tier) in the
-    reporting currency, for which ``fx`` must have a rate unless every shop already uses it.
+    reporting currency, null for a shop whose currency ``fx`` has no rate for.
     Row order is unspecified (sort if you need one).
     """
     settings = settings or ValueSettings()
@@ -296,20 +309,20 @@ def customer_metrics(
         counted.lazy()
         .filter(pl.col("customer_id").is_not_null())
         .group_by("shop", "customer_id")
-        .agg(*_order_aggregates(), pl.col("net_cents").sum().alias("total_cents"))
+        .agg(*_order_aggregates(), pl.col("net_mills").sum().alias("total_mills"))
         .join(shop_currencies.lazy(), on="shop", how="left")
     )
     # One currency per shop, so each customer's total is converted once.
-    reporting_cents = pl.lit(None, dtype=pl.Int64)
+    reporting_mills = pl.lit(None, dtype=pl.Int64)
     for currency, rate in rates.items():
-        reporting_cents = (
+        reporting_mills = (
             pl.when(pl.col("currency_code") == currency)
-            .then(_converted_cents(pl.col("total_cents"), rate))
-            .otherwise(reporting_cents)
+            .then(_converted(pl.col("total_mills"), rate))
+            .otherwise(reporting_mills)
         )
     return (
-        aggregated.with_columns(tier_cents=reporting_cents)
-        .with_columns(*_derived(as_of, settings), total_spent_reporting=_money(pl.col("tier_cents")))
+        aggregated.with_columns(tier_mills=reporting_mills)
+        .with_columns(*_derived(as_of, settings), total_spent_reporting=_money(pl.col("tier_mills")))
         .select([pl.col(name).cast(dtype) for name, dtype in CUSTOMER_METRICS_SCHEMA.items()])
         .collect()
     )
@@ -323,23 +336,51 @@ def _contact_metrics(
     contacts: pl.DataFrame | None,
 ) -> pl.DataFrame:
     # A contact may have bought in several currencies: each currency's subtotal is
-    # converted and rounded once, then the subtotals are added. The subtotals are plain
-    # columns summed per contact (a filtered sum inside the aggregation is much slower).
-    subtotals = [f"_cents_{i}" for i in range(len(rates))]
-    converted = [
-        _converted_cents(pl.col(name), rate) for name, rate in zip(subtotals, rates.values(), strict=True)
-    ]
+    # converted and rounded once, then the subtotals are added. The subtotals (and order
+    # counts) are plain columns summed per contact: a filtered sum inside the aggregation
+    # is much slower.
+    currencies = sorted(counted["currency_code"].drop_nulls().unique().to_list())
+    mills = {c: f"_mills_{i}" for i, c in enumerate(currencies)}
+    counts = {c: f"_n_{i}" for i, c in enumerate(currencies)}
+    converted = [_converted(pl.col(mills[c]), rates[c]) for c in currencies if c in rates]
+    total = pl.sum_horizontal(converted) if converted else pl.lit(0, dtype=pl.Int64)
+    unrated = [pl.col(counts[c]) > 0 for c in currencies if c not in rates]
+    # the reporting total is unknown once any order is in a currency without a rate
+    total = pl.when(pl.any_horizontal(unrated)).then(None).otherwise(total) if unrated else total
+    # net spend per currency paid in, as a sorted list per contact (built long, then
+    # gathered: a list of conditional structs per row is several times slower)
+    spend = (
+        counted.lazy()
+        .filter(pl.col("contact_id").is_not_null())
+        .group_by("contact_id", "currency_code")
+        .agg(pl.col("net_mills").sum())
+        .sort("currency_code")
+        .group_by("contact_id")
+        .agg(
+            pl.struct(currency_code="currency_code", total_spent=_money(pl.col("net_mills"))).alias(
+                "spend_by_currency"
+            )
+        )
+    )
     metrics = (
         counted.lazy()
         .filter(pl.col("contact_id").is_not_null())
         .with_columns(
-            pl.when(pl.col("currency_code") == currency).then(pl.col("net_cents")).otherwise(0).alias(name)
-            for name, currency in zip(subtotals, rates, strict=True)
+            *[
+                pl.when(pl.col("currency_code") == c).then(pl.col("net_mills")).otherwise(0).alias(mills[c])
+                for c in currencies
+            ],
+            *[(pl.col("currency_code") == c).cast(pl.UInt32).alias(counts[c]) for c in currencies],
         )
         .group_by("contact_id")
-        .agg(*_order_aggregates(), pl.col(subtotals).sum(), pl.col("shop").n_unique().alias("shop_count"))
-        .with_columns(total_cents=pl.sum_horizontal(converted) if converted else pl.lit(0, dtype=pl.Int64))
-        .with_columns(tier_cents=pl.col("total_cents"))
+        .agg(
+            *_order_aggregates(),
+            pl.col([*mills.values(), *counts.values()]).sum(),
+            pl.col("shop").n_unique().alias("shop_count"),
+        )
+        .with_columns(total_mills=total)
+        .join(spend, on="contact_id", how="left")
+        .with_columns(tier_mills=pl.col("total_mills"))
         .with_columns(_derived(as_of, settings))
     )
     if contacts is not None:
@@ -356,6 +397,7 @@ def _contact_metrics(
                 purchase_frequency=pl.lit(0.0),
                 clv_tier=_tier(pl.lit(0, dtype=pl.Int64), settings),
                 shop_count=pl.lit(0, dtype=pl.UInt32),
+                spend_by_currency=pl.lit([], dtype=SPEND_BY_CURRENCY),
             )
         )
         metrics = pl.concat([metrics, prospects], how="diagonal_relaxed")
@@ -379,9 +421,11 @@ def contact_metrics(
 ) -> pl.DataFrame:
     """Value metrics per contact across all stores, in ``CONTACT_METRICS_SCHEMA``.
 
-    Money is in the reporting currency. Orders without a ``contact_id`` are left out. When
-    ``contacts`` (``contact_id``) is given, contacts without counted orders are included
-    with zero orders. Row order is unspecified (sort if you need one).
+    Money is in the reporting currency (null for a contact who bought in a currency ``fx``
+    has no rate for; ``spend_by_currency`` keeps every currency's own total). Orders
+    without a ``contact_id`` are left out. When ``contacts`` (``contact_id``) is given,
+    contacts without counted orders are included with zero orders. Row order is
+    unspecified (sort if you need one).
     """
     settings = settings or ValueSettings()
     counted = counted_orders(orders, as_of)
@@ -402,20 +446,24 @@ def _transactions(
             pl.concat_str(pl.col("shop"), pl.lit("/"), pl.col("customer_id").cast(pl.String))
         )
     rate = pl.col("currency_code").replace_strict(
-        {c: float(r) for c, r in rates.items()}, return_dtype=pl.Float64
+        {c: float(r) for c, r in rates.items()}, default=None, return_dtype=pl.Float64
     )
-    return (
+    log = (
         counted.lazy()
         # Refunded down to nothing is no purchase; a free order (nothing to refund) is one.
-        .filter((pl.col("net_cents") > 0) | ((pl.col("net_cents") == 0) & ~pl.col("refunded")))
+        .filter((pl.col("net_mills") > 0) | ((pl.col("net_mills") == 0) & ~pl.col("refunded")))
         .select(
             key.alias("customer_id"),
             pl.col("processed_at").dt.date().alias("date"),
-            (pl.col("net_cents") * rate / 100).alias("amount"),
+            (pl.col("net_mills") * rate / SCALE).alias("amount"),
         )
         .filter(pl.col("customer_id").is_not_null())
-        .collect()
     )
+    if set(_currencies(counted)) - set(rates):
+        # a buyer with purchases in a currency without a rate has no value in the reporting
+        # currency: left out of the fit (their CLV is null) rather than fitted on part of it
+        log = log.filter(pl.col("amount").is_not_null().all().over("customer_id"))
+    return log.collect()
 
 
 def order_transactions(
@@ -431,7 +479,8 @@ def order_transactions(
     (``level="customer"``); ``date`` is the UTC date of ``processed_at``; ``amount`` is the
     net value in the reporting currency (a float: it feeds a statistical model). Orders
     refunded down to nothing are not purchases and are left out; free orders (total 0, no
-    refund) are purchases of value 0.
+    refund) are purchases of value 0. Buyers with any purchase in a currency without a
+    rate are left out.
     """
     settings = settings or ValueSettings()
     counted = counted_orders(orders, as_of)

@@ -10,7 +10,9 @@ Scores
     (most customers have one order) a score may stay unused.
 
 Segments
-    ``fm_score = (f_score + m_score + 1) // 2`` (the mean of F and M, rounded half up); the
+    ``fm_score = (f_score + m_score + 1) // 2`` (the mean of F and M, rounded half up; F
+    alone when the spend is unknown, for a buyer in a currency without an FX rate, whose
+    ``rfm_code`` then reads e.g. ``"54-"``); the
     pair (``r_score``, ``fm_score``) is looked up in ``transforms/data/rfm_segments.csv``,
     which assigns each of the 25 cells one of 11 segments:
 
@@ -146,13 +148,18 @@ def rfm_segments(
             f_score=quintile_score(pl.col("_frequency"), within),
             m_score=quintile_score(pl.col("_monetary"), within),
         )
-        .with_columns(fm_score=((pl.col("f_score") + pl.col("m_score") + 1) // 2).cast(pl.Int8))
+        # a buyer whose spend is unknown (a currency without an FX rate) is placed by F alone
+        .with_columns(
+            fm_score=pl.coalesce((pl.col("f_score") + pl.col("m_score") + 1) // 2, pl.col("f_score")).cast(
+                pl.Int8
+            )
+        )
         .join(table.lazy().cast(SEGMENT_MAP_SCHEMA), on=["r_score", "fm_score"], how="left")
         .with_columns(
             rfm_code=pl.concat_str(
                 pl.col("r_score").cast(pl.String),
                 pl.col("f_score").cast(pl.String),
-                pl.col("m_score").cast(pl.String),
+                pl.col("m_score").cast(pl.String).fill_null("-"),
             ),
             segment=pl.when(has_orders).then(pl.col("segment")).otherwise(pl.lit(PROSPECT)),
         )

@@ -11,7 +11,34 @@ from __future__ import annotations
 import polars as pl
 
 from transforms import consent as consent_tf
-from transforms.identity.normalise import normalise_emails, normalise_phones
+from transforms.identity.normalise import country_expr, normalise_emails, normalise_phones
+
+
+def store_regions(records: pl.DataFrame, known: dict[str, str] | None = None) -> dict[str, str]:
+    """Each store's country (ISO alpha-2): the default region of phones typed without a country code.
+
+    ``known`` (a store's configured country, or Shopify's shop details) wins; otherwise the
+    commonest country of the store's identity records' addresses (``shop``, ``country``),
+    ties to the alphabetically first. Stores with no known country and no addresses are left
+    out, so the caller's ``default_region`` applies to them.
+    """
+    counted = (
+        records.select("shop", country_expr("country").alias("code"))
+        .drop_nulls()
+        .group_by("shop", "code")
+        .len()
+        .sort(["shop", "len", "code"], descending=[False, True, False])
+        .unique("shop", keep="first", maintain_order=True)
+    )
+    regions = dict(zip(counted["shop"].to_list(), counted["code"].to_list(), strict=True))
+    return regions | {shop: code.upper() for shop, code in (known or {}).items() if code}
+
+
+def _regions(frame: pl.DataFrame, default_region: str, shop_regions: dict[str, str] | None) -> pl.Series:
+    """Per row: the address country, else the store's country, else ``default_region``."""
+    by_shop = pl.col("shop").replace_strict(shop_regions or {}, default=None, return_dtype=pl.String)
+    own = pl.col("country") if "country" in frame.columns else pl.lit(None, dtype=pl.String)
+    return frame.select(pl.coalesce(own, by_shop, pl.lit(default_region)).alias("region"))["region"]
 
 
 def orders_with_contacts(orders: pl.DataFrame, identities: pl.DataFrame) -> pl.DataFrame:
@@ -36,25 +63,32 @@ def orders_with_contacts(orders: pl.DataFrame, identities: pl.DataFrame) -> pl.D
     )
 
 
-def customer_keys(customers: pl.DataFrame, default_region: str) -> pl.DataFrame:
-    """``shop, customer_id, email_norm, phone_e164`` for matching engagement events to customers."""
-    region = (
-        pl.coalesce(pl.col("country"), pl.lit(default_region)) if "country" in customers.columns else None
-    )
-    regions = customers.select((region if region is not None else pl.lit(default_region)).alias("r"))["r"]
+def customer_keys(
+    customers: pl.DataFrame, default_region: str, shop_regions: dict[str, str] | None = None
+) -> pl.DataFrame:
+    """``shop, customer_id, email_norm, phone_e164`` for matching engagement events to customers.
+
+    A phone without a country code is read in the customer's address country, else the
+    store's (``shop_regions``), else ``default_region``.
+    """
     phone = customers.select(pl.coalesce("phone", "address_phone").alias("p"))["p"]
     return pl.DataFrame(
         {
             "shop": customers["shop"],
             "customer_id": customers["id"],
             "email_norm": normalise_emails(customers["email"])["email_norm"],
-            "phone_e164": normalise_phones(phone, regions),
+            "phone_e164": normalise_phones(phone, _regions(customers, default_region, shop_regions)),
         }
     )
 
 
-def engagement_frame(events: pl.DataFrame, default_region: str) -> pl.DataFrame:
-    """Engagement events with normalised email and phone (``consent.ENGAGEMENT_SCHEMA``)."""
+def engagement_frame(
+    events: pl.DataFrame, default_region: str, shop_regions: dict[str, str] | None = None
+) -> pl.DataFrame:
+    """Engagement events with normalised email and phone (``consent.ENGAGEMENT_SCHEMA``).
+
+    A phone without a country code is read in the event's store's country, else ``default_region``.
+    """
     return pl.DataFrame(
         {
             "event_id": events["event_id"],
@@ -62,7 +96,9 @@ def engagement_frame(events: pl.DataFrame, default_region: str) -> pl.DataFrame:
             "type": events["type"],
             "shop": events["shop"],
             "email_norm": normalise_emails(events["email"])["email_norm"],
-            "phone_e164": normalise_phones(events["phone"], pl.Series([default_region] * events.height)),
+            "phone_e164": normalise_phones(
+                events["phone"], _regions(events.select("shop"), default_region, shop_regions)
+            ),
             "body": events["body"],
         }
     ).cast(consent_tf.ENGAGEMENT_SCHEMA)  # type: ignore[arg-type]

@@ -87,6 +87,11 @@ def _round(value: float, digits: int = 6) -> float | None:
     return None if not math.isfinite(value) else round(value, digits)
 
 
+def default_output(transactions: Path) -> Path:
+    """Where predictions go without ``--output``: ``<stem>.clv.csv`` beside the transactions."""
+    return transactions.with_name(f"{transactions.stem}.clv.csv")
+
+
 @click.group(name="clv")
 def command() -> None:
     """Predict customer lifetime value (BG/NBD + Gamma-Gamma)."""
@@ -112,8 +117,10 @@ def command() -> None:
     "--output",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="Write per-customer predictions to this CSV.",
+    help="Where to write the per-customer predictions (CSV). Default: next to TRANSACTIONS, "
+    "named <TRANSACTIONS name>.clv.csv (transactions.csv -> transactions.clv.csv).",
 )
+@click.option("--no-output", is_flag=True, help="Print the fit only; write no predictions file.")
 @click.option(
     "--horizon-months",
     type=click.IntRange(1, 120),
@@ -134,10 +141,20 @@ def fit(
     observation_end: Any,
     time_unit: str,
     output: Path | None,
+    no_output: bool,
     horizon_months: int,
     discount_rate: float,
 ) -> None:
-    """Fit the CLV models on TRANSACTIONS (CSV: customer_id,date,amount) and predict per customer."""
+    """Fit the CLV models on TRANSACTIONS (CSV: customer_id,date,amount) and predict per customer.
+
+    The predictions (customer_id, expected purchases, p_alive, predicted average value,
+    CLV) are written to TRANSACTIONS' folder as <name>.clv.csv unless --output says
+    elsewhere or --no-output.
+    """
+    if output is not None and no_output:
+        _fail("Give either --output or --no-output, not both.", EXIT_INVALID)
+    if output is None and not no_output:
+        output = default_output(transactions)
     try:
         frame = read_transactions_csv(transactions)
     except TransactionsFileError as exc:

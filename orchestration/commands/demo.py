@@ -229,7 +229,7 @@ def _print_intelligence(summary: dict[str, Any]) -> None:
     if summary.get("rfm"):
         click.echo("")
         click.echo("RFM segments (contacts):")
-        for segment, n in summary["rfm"].items():
+        for segment, n in sorted(summary["rfm"].items(), key=lambda item: (-item[1], str(item[0]))):
             click.echo(f"  {str(segment).ljust(20)}{str(n).rjust(8)}")
     if summary.get("top_clv"):
         click.echo("")

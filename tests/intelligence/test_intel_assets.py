@@ -14,6 +14,8 @@ import pytest
 
 from orchestration.defs.intelligence import checks
 from orchestration.defs.intelligence.assets import core_key
+from orchestration.defs.intelligence.definitions import build_intelligence_defs
+from orchestration.defs.intelligence.resources import IntelligenceSettings
 from orchestration.defs.intelligence.schedules import as_of_run_config, nightly_request
 from pipelines.engagement import import_file
 
@@ -150,8 +152,11 @@ def test_checks_fail_on_corrupted_data(intel: Any) -> None:
         )
     finally:
         con.close()
+    # and the deployment's FX table lost its GBP rate (the second store sells in GBP)
+    settings = IntelligenceSettings(fx_rates={"USD": "1"})
     for check in checks.intelligence_checks:
-        outcome = check(paths=intel.paths)
+        needs = check.required_resource_keys
+        outcome = check(paths=intel.paths, **({"intelligence": settings} if "intelligence" in needs else {}))
         assert not outcome.passed, check.check_key.name
         assert outcome.metadata["failures"].value >= 1
 
@@ -228,3 +233,98 @@ def test_nightly_schedule_passes_the_tick_date_as_of(intel: Any) -> None:
     intel.refresh(request.run_config)
     as_of = _rows(intel.paths.warehouse_path, "SELECT DISTINCT as_of FROM core.contact_metrics")
     assert [r[0].astimezone(UTC) for r in as_of] == [datetime(2026, 11, 20, tzinfo=UTC)]
+
+
+@pytest.mark.slow
+def test_a_currency_without_rate_warns_and_keeps_its_totals(intel: Any) -> None:
+    # a deployment whose FX table only knows dollars, over a US and a UK (GBP) store
+    settings = IntelligenceSettings(fx_rates={"USD": "1"}, churn_high_days=60, churn_medium_days=30)
+    run = type(intel)(
+        intel.data_dir, intel.paths, build_intelligence_defs(intel.paths, settings), intel.instance
+    )
+    result = run.refresh()
+    meta = {m.asset_key: m.metadata for m in result.asset_materializations_for_node("core__metrics")}
+    assert meta[core_key("contact_metrics")]["currencies_without_rate"].value == ["GBP"]
+    fx_check = [e for e in result.get_asset_check_evaluations() if e.check_name == "fx_rates_complete"]
+    assert len(fx_check) == 1 and not fx_check[0].passed
+    assert fx_check[0].severity == dg.AssetCheckSeverity.WARN
+    assert "No exchange rate to USD for GBP" in (fx_check[0].description or "")
+    wh = intel.paths.warehouse_path
+    gbp = _frame(wh, "SELECT * FROM core.customer_metrics WHERE currency_code = 'GBP'")
+    assert gbp.height > 0 and gbp["total_spent"].null_count() == 0
+    assert gbp["total_spent_reporting"].null_count() == gbp.height
+    contacts = _frame(
+        wh,
+        "SELECT total_spent, [s.currency_code FOR s IN spend_by_currency] AS currencies, churn_risk, "
+        "days_since_last_order FROM core.contact_metrics WHERE order_count > 0",
+    )
+    in_gbp = contacts.filter(pl.col("currencies").list.contains("GBP"))
+    assert in_gbp.height > 0 and in_gbp["total_spent"].null_count() == in_gbp.height
+    only_usd = contacts.filter(pl.col("currencies") == ["USD"])
+    assert only_usd.height > 0 and only_usd["total_spent"].null_count() == 0
+    # the churn thresholds of the resource config, not the defaults
+    expected = (
+        pl.when(pl.col("days_since_last_order") > 60)
+        .then(pl.lit("high"))
+        .when(pl.col("days_since_last_order") > 30)
+        .then(pl.lit("medium"))
+        .otherwise(pl.lit("low"))
+    )
+    assert contacts.select((pl.col("churn_risk") == expected).all()).item()
+
+
+@pytest.mark.slow
+def test_a_stale_shopify_subscribe_cannot_undo_a_recorded_unsubscribe(intel: Any) -> None:
+    intel.refresh()
+    wh = intel.paths.warehouse_path
+    shop, customer_id, unsubscribed_at = _rows(
+        wh,
+        "SELECT shop, customer_id, updated_at FROM core.consent WHERE channel = 'email' "
+        "AND state = 'UNSUBSCRIBED' AND updated_at IS NOT NULL ORDER BY ALL LIMIT 1",
+    )[0]
+    contact = _rows(
+        wh,
+        "SELECT contact_id FROM core.contact_identities WHERE shop = ? AND record_type = 'customer' "
+        "AND record_id = ?",
+        [shop, str(customer_id)],
+    )[0][0]
+    # a re-sync from an old export puts back the subscribed state the shopper had before
+    con = duckdb.connect(str(wh))
+    try:
+        con.execute(
+            "UPDATE shopify.customers SET email_marketing_state = 'SUBSCRIBED', "
+            "email_consent_updated_at = ?::TIMESTAMPTZ - INTERVAL 30 DAY WHERE shop = ? AND id = ?",
+            [unsubscribed_at, shop, customer_id],
+        )
+    finally:
+        con.close()
+    result = intel.refresh()
+    state = _rows(
+        wh,
+        "SELECT state FROM core.consent WHERE shop = ? AND customer_id = ? AND channel = 'email'",
+        [shop, customer_id],
+    )
+    assert state == [("UNSUBSCRIBED",)]
+    person = _rows(
+        wh, "SELECT state FROM core.contact_consent WHERE contact_id = ? AND channel = 'email'", [contact]
+    )
+    assert person == [("UNSUBSCRIBED",)]
+    ratchet = [e for e in result.get_asset_check_evaluations() if e.check_name == "consent_ratchet_holds"]
+    assert ratchet[0].passed
+    assert _rows(wh, "SELECT count(*) FROM core.contact_consent_audit")[0][0] > 0
+    # had the run let it through, the check compares with the recorded state and goes red
+    con = duckdb.connect(str(wh))
+    try:
+        con.execute(
+            "UPDATE core.consent SET state = 'SUBSCRIBED', updated_at = updated_at - INTERVAL 30 DAY "
+            "WHERE shop = ? AND customer_id = ? AND channel = 'email'",
+            [shop, customer_id],
+        )
+        con.execute(
+            "DELETE FROM core.consent_observations WHERE shop = ? AND customer_id = ?", [shop, customer_id]
+        )
+    finally:
+        con.close()
+    outcome = checks.consent_ratchet_holds(paths=intel.paths)
+    assert not outcome.passed and outcome.metadata["failures"].value == 1
+    assert outcome.metadata["sample"].value == [f"record {shop}/{customer_id}/email"]

@@ -197,3 +197,31 @@ def test_crm_values_of_a_merged_contact_move_to_the_survivor() -> None:
     assert out["contact_id"].to_list() == ["ct_a", "ct_c"]
     row = out.row(0, named=True)
     assert (row["lifecycle_stage"], row["owner"], row["order_count"]) == ("customer", "sam", 1)
+
+
+@pytest.mark.slow
+def test_a_crm_file_dropped_in_the_inbox_reaches_the_golden_record(intel: Any) -> None:
+    from pipelines.crm_feed import inbox_dir
+
+    intel.refresh()
+    wh = intel.paths.warehouse_path
+    con = duckdb.connect(str(wh), read_only=True)
+    contact_id = con.execute("SELECT contact_id FROM core.contacts ORDER BY contact_id LIMIT 1").fetchone()[0]
+    con.close()
+    inbox = inbox_dir(Path(intel.paths.landing_path))
+    inbox.mkdir(parents=True, exist_ok=True)
+    (inbox / "crm-export.csv").write_text(
+        "contact_id,field,value,edited_at\n"
+        f"{contact_id},owner,Priya Shah,2026-11-02T09:30:00Z\n"
+        f"{contact_id},favourite_colour,teal,2026-11-02T09:30:00Z\n"
+    )
+    result = intel.refresh()
+    con = duckdb.connect(str(wh), read_only=True)
+    try:
+        owner = con.execute("SELECT owner FROM core.contacts WHERE contact_id = ?", [contact_id]).fetchone()
+    finally:
+        con.close()
+    assert owner == ("Priya Shah",)
+    meta = result.asset_materializations_for_node("core__contacts")[0].metadata
+    assert meta["crm_files_imported"].value == 1 and meta["crm_lines_quarantined"].value == 1
+    assert (inbox.parent / "processed" / "crm-export.csv").exists() and not any(inbox.iterdir())

@@ -83,3 +83,62 @@ def test_intelligence_definitions_are_wired(tmp_path: Path) -> None:
     assert dg.AssetKey(["shopify", "customers"]) in upstream
     assert defs.resolve_job_def("intelligence_refresh") is not None
     assert defs.resolve_schedule_def("nightly_intelligence_schedule").cron_schedule == "0 4 * * *"
+
+
+def test_crm_inbox_lands_valid_edits_once_and_quarantines_the_rest(tmp_path: Path) -> None:
+    from pipelines import crm_feed
+
+    root = tmp_path / "landing"
+    inbox = crm_feed.inbox_dir(root)
+    inbox.mkdir(parents=True)
+    (inbox / "monday.jsonl").write_text(
+        "\n".join(
+            [
+                json.dumps(
+                    {
+                        "contact_id": "ct_1",
+                        "field": "lifecycle_stage",
+                        "value": "customer",
+                        "edited_at": "2026-11-02T09:30:00Z",
+                    }
+                ),
+                json.dumps(
+                    {
+                        "contact_id": "ct_1",
+                        "field": "lifecycle_stag",
+                        "value": "lead",
+                        "edited_at": "2026-11-02T09:30:00Z",
+                    }
+                ),
+                json.dumps(
+                    {"contact_id": "ct_2", "field": "owner", "value": "Sam", "edited_at": "2026-11-02 09:30"}
+                ),
+                "{not json",
+                "",
+            ]
+        )
+    )
+    (inbox / "tuesday.csv").write_text(
+        "contact_id,field,value,edited_at\nct_2,owner,,2026-11-03T10:00:00+01:00\n,notes,x,2026-11-03T10:00:00Z\n"
+    )
+    results = crm_feed.import_inbox(root, {"lifecycle_stage", "owner", "notes"})
+    assert [(r.source.name, r.accepted, r.quarantined) for r in results] == [
+        ("monday.jsonl", 1, 3),
+        ("tuesday.csv", 1, 1),
+    ]
+    reasons = [json.loads(line)["reason"] for line in results[0].quarantine_path.read_text().splitlines()]
+    assert "field 'lifecycle_stag' is not a contact field" in reasons[0]
+    assert "edited_at" in reasons[1] and "UTC offset" in reasons[1]
+    assert reasons[2].startswith("not JSON")
+    assert json.loads(results[1].quarantine_path.read_text())["line"] == 3
+    assert list(inbox.iterdir()) == [] and crm_feed.import_inbox(root) == []  # moved to processed/
+
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"))
+    try:
+        assert load_crm_edits(con, root).inserted == 2
+        assert load_crm_edits(con, root).inserted == 0
+        rows = con.execute("SELECT contact_id, field, value FROM crm.field_edits ORDER BY ALL").fetchall()
+    finally:
+        con.close()
+    # an empty value clears the field
+    assert rows == [("ct_1", "lifecycle_stage", "customer"), ("ct_2", "owner", None)]

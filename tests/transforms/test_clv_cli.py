@@ -64,6 +64,23 @@ def test_readable_summary_and_default_observation_end(tmp_path: Path) -> None:
     assert "Fitted on 2,357 customers (946 repeat buyers)" in result.stdout
     assert "up to 1997-09-30; time unit: day" in result.stdout
     assert "r=0.2426" in result.stdout and "alpha=30.9" in result.stdout  # 4.414 weeks × 7
+    # without --output the predictions land next to the input, and the summary says where
+    beside = tmp_path / "cdnow_compact.clv.csv"
+    assert f"Predictions for 2,357 customers written to {beside}." in result.stdout
+    assert pl.read_csv(beside).height == 2357
+
+
+def test_no_output_writes_nothing_and_both_flags_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "transactions.csv"
+    path.write_text(CDNOW.read_text())
+    quiet = CliRunner().invoke(cli, ["clv", "fit", str(path), "--json", "--no-output"])
+    assert quiet.exit_code == 0, quiet.output
+    assert json.loads(quiet.stdout)["output"] is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["transactions.csv"]
+    both = CliRunner().invoke(
+        cli, ["clv", "fit", str(path), "--output", str(tmp_path / "x.csv"), "--no-output"]
+    )
+    assert both.exit_code == 2 and "either --output or --no-output" in both.stderr
 
 
 @pytest.mark.parametrize(

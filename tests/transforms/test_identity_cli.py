@@ -102,3 +102,32 @@ def test_resolve_errors_are_clear(tmp_path: Path) -> None:
     run = _run(broken, tmp_path / "out.csv")
     assert run.returncode == 1
     assert "Could not read 'broken.parquet' as PARQUET" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_output_is_exactly_record_id_contact_id_unless_details_are_asked_for(tmp_path: Path) -> None:
+    source = tmp_path / "records.csv"
+    source.write_text(
+        "shop,record_type,record_id,first_name,last_name,email\n"
+        "a,customer,1,Bob,Smith,bob@example.com\n"
+        "b,customer,1,Robert,Smith,bob@example.com\n"
+        "b,order,7,Ann,Lee,ann@example.com\n"
+    )
+    plain = _run(source, tmp_path / "plain.csv")
+    assert plain.returncode == 0, plain.stderr
+    assert pl.read_csv(tmp_path / "plain.csv").columns == ["record_id", "contact_id"]
+    assert "repeat across shop and record_type; add --details" in plain.stderr
+    detailed = _run(source, tmp_path / "detailed.parquet", "--details")
+    assert detailed.returncode == 0, detailed.stderr
+    out = pl.read_parquet(tmp_path / "detailed.parquet")
+    assert out.columns == ["shop", "record_type", "record_id", "contact_id", "rule", "score"]
+    assert out.filter(pl.col("record_id") == "1")["rule"].to_list() == ["email", "email"]
+
+
+def test_a_repeated_record_id_is_an_error_not_a_silent_drop(tmp_path: Path) -> None:
+    source = tmp_path / "records.csv"
+    source.write_text("record_id,first_name\n1,Ann\n2,Bob\n1,Cara\n3,Dan\n3,Eve\n3,Finn\n")
+    out = tmp_path / "out.csv"
+    run = _run(source, out)
+    assert run.returncode == 2
+    assert "gives the same record_id more than once: 1 (2 times), 3 (3 times)" in run.stderr
+    assert "Traceback" not in run.stderr and not out.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
+import pytest
 
 from transforms.identity import IdentityResult, LinkageSettings, resolve
 from transforms.identity.stable_ids import new_contact_id
@@ -79,6 +80,38 @@ def test_hub_phone_links_nobody() -> None:
     assert _counts(result)["hub_keys"] == 1
     # Amy's own email record shares nothing but her name with the hub records: no link
     assert contact["10"] != contact["0"]
+
+
+def test_office_inbox_with_one_name_is_capped_by_record_count() -> None:
+    # An office inbox: guest orders from several people, all typed with the team's one name.
+    # Under the name cap it would chain them all; the record cap stops it.
+    rows = [
+        (
+            str(i),
+            "a",
+            "Accounts",
+            f"Team{i % 5}",
+            "orders@northwind.example",
+            None,
+            f"{i} Dock Rd",
+            "10001",
+            "US",
+        )
+        for i in range(8)
+    ]
+    capped = resolve(_records(rows), settings=LinkageSettings(hub_max_records=5))
+    assert capped.contact_identities["contact_id"].n_unique() > 1
+    assert capped.hubs.select("kind", "key", "n", "reason").row(0) == (
+        "email",
+        "orders@northwind.example",
+        8,
+        "more than 5 records",
+    )
+    assert _counts(capped)["hub_keys"] == 1
+    # the same file under the default cap (25) is one shopper's eight orders: one contact
+    default = resolve(_records(rows))
+    assert default.contact_identities["contact_id"].n_unique() == 1
+    assert default.hubs.height == 0
 
 
 def test_names_and_addresses_only() -> None:
@@ -203,3 +236,14 @@ def test_missing_columns_and_empty_input() -> None:
     assert result.contact_identities["contact_id"].n_unique() == 2
     empty = resolve(pl.DataFrame({"record_id": []}, schema={"record_id": pl.String}))
     assert empty.contact_identities.height == 0
+
+
+def test_a_repeated_record_key_is_refused_not_dropped() -> None:
+    rows = [
+        ("1", "a", "Ann", "Lee", None, None, None, None, "US"),
+        ("1", "a", "Bob", "Ray", None, None, None, None, "US"),
+        ("1", "b", "Cat", "Fox", None, None, None, None, "US"),  # another shop: another record
+    ]
+    with pytest.raises(ValueError, match=r"1 record key\(s\) .* more than once, e.g. a / customer / 1"):
+        resolve(_records(rows))
+    assert resolve(_records(rows[1:])).contact_identities.height == 2

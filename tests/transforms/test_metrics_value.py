@@ -16,9 +16,9 @@ from transforms.metrics import (
     CUSTOMER_METRICS_SCHEMA,
     MONEY,
     MetricsInputError,
-    MissingExchangeRateError,
     contact_metrics,
     contact_value,
+    currencies_without_rate,
     customer_metrics,
     order_transactions,
 )
@@ -100,12 +100,35 @@ def test_money_stays_decimal_and_rounds_aov_half_even() -> None:
     orders = frame(order(1, total="10.00"), order(2, total="10.01"), order(3, total="10.00"))
     metrics = customer_metrics(orders, AS_OF)
     assert metrics.schema == pl.Schema(CUSTOMER_METRICS_SCHEMA)
-    assert metrics.schema["total_spent"] == MONEY
+    assert metrics.schema["total_spent"] == MONEY == pl.Decimal(38, 3)
     row = metrics.row(0, named=True)
     assert row["total_spent"] == Decimal("30.01")
-    assert row["average_order_value"] == Decimal("10.00")  # 10.0033… → 10.00
-    orders = frame(order(1, total="0.05"), order(2, total="0.00"))
-    assert customer_metrics(orders, AS_OF)["average_order_value"][0] == Decimal("0.02")  # 0.025 → 0.02
+    assert row["average_order_value"] == Decimal("10.003")  # 10.00333… → 10.003
+    orders = frame(order(1, total="0.005"), order(2, total="0.000"))
+    assert customer_metrics(orders, AS_OF)["average_order_value"][0] == Decimal("0.002")  # 0.0025 → 0.002
+
+
+def test_three_decimal_currencies_keep_their_thousandths() -> None:
+    # Kuwaiti dinars have three decimals: nothing may be rounded to cents on the way
+    orders = frame(
+        order(1, shop="kw", currency="KWD", total="12.345", refunded="0.001"),
+        order(2, shop="kw", currency="KWD", total="0.007"),
+        order(3, shop="us", currency="USD", total="1.00"),
+    )
+    fx = pl.DataFrame({"currency_code": ["KWD"], "rate_to_reporting": ["3.2573"]})
+    kw = only(customer_metrics(orders, AS_OF, fx=fx), shop="kw")
+    assert kw["total_spent"] == Decimal("12.351") and kw["average_order_value"] == Decimal("6.176")
+    # 12.351 x 3.2573 = 40.2309123 → 40.231
+    assert kw["total_spent_reporting"] == Decimal("40.231")
+    contact = only(contact_metrics(orders, AS_OF, fx=fx), contact_id="c1")
+    assert contact["total_spent"] == Decimal("41.231")
+    assert contact["spend_by_currency"] == [
+        {"currency_code": "KWD", "total_spent": Decimal("12.351")},
+        {"currency_code": "USD", "total_spent": Decimal("1.000")},
+    ]
+    assert order_transactions(orders, AS_OF, fx=fx).sort("amount")["amount"].to_list() == pytest.approx(
+        [0.007 * 3.2573, 1.0, 12.344 * 3.2573]
+    )
 
 
 def test_guest_orders_count_for_the_contact_only() -> None:
@@ -133,15 +156,16 @@ def test_per_shop_customer_and_cross_store_contact_with_fx() -> None:
     eu = only(customers, shop="eu.myshopify.com")
     assert eu["currency_code"] == "EUR"
     assert eu["total_spent"] == Decimal("73.33")
-    # each order converted and rounded to cents: 40.00 × 1.085 = 43.40, 33.33 × 1.085 = 36.163… → 36.16
-    assert eu["total_spent_reporting"] == Decimal("79.56")
+    # the shop subtotal converted and rounded once: 73.33 × 1.085 = 79.56305 → 79.563
+    assert eu["total_spent_reporting"] == Decimal("79.563")
     us = only(customers, shop="us.myshopify.com")
     assert us["total_spent_reporting"] == us["total_spent"] == Decimal("100.00")
     contact = only(contact_metrics(orders, AS_OF, fx=fx), contact_id="c1")
     assert contact["currency_code"] == "USD"
-    assert contact["total_spent"] == Decimal("179.56")
+    assert contact["total_spent"] == Decimal("179.563")
     assert contact["shop_count"] == 2
-    assert contact["average_order_value"] == Decimal("59.85")  # 179.56 / 3 = 59.8533…
+    assert contact["average_order_value"] == Decimal("59.854")  # 179.563 / 3 = 59.85433…
+    assert [s["currency_code"] for s in contact["spend_by_currency"]] == ["EUR", "USD"]
 
 
 def test_reporting_currency_is_configurable() -> None:
@@ -154,18 +178,35 @@ def test_reporting_currency_is_configurable() -> None:
     assert contact["total_spent"][0] == Decimal("21.70")
 
 
-def test_missing_exchange_rate_is_an_explicit_error() -> None:
+def test_a_currency_without_rate_keeps_its_own_totals_and_nulls_the_converted_values() -> None:
     orders = frame(
-        order(1, currency="USD"), order(2, currency="JPY", shop="jp"), order(3, currency="EUR", shop="eu")
+        order(1, shop="us", currency="USD", customer_id=1, contact_id="c1", total="10.00"),
+        order(2, shop="jp", currency="JPY", customer_id=2, contact_id="c1", total="5000"),
+        order(3, shop="eu", currency="EUR", customer_id=3, contact_id="c2", total="20.00", days_ago=40),
+        order(4, shop="us", currency="USD", customer_id=4, contact_id="c3", total="30.00", days_ago=20),
+        order(5, shop="us", currency="USD", customer_id=4, contact_id="c3", total="30.00", days_ago=5),
     )
-    with pytest.raises(MissingExchangeRateError, match=r"No exchange rate to USD for EUR, JPY\. Add") as info:
-        contact_metrics(orders, AS_OF)
-    assert info.value.currencies == ["EUR", "JPY"]
     fx = pl.DataFrame({"currency_code": ["EUR"], "rate_to_reporting": ["1.1"]})
-    with pytest.raises(MissingExchangeRateError, match="JPY"):
-        customer_metrics(orders, AS_OF, fx=fx)
-    with pytest.raises(MissingExchangeRateError):
-        order_transactions(orders, AS_OF, fx=fx)
+    assert currencies_without_rate(orders, fx) == ["JPY"]
+    assert currencies_without_rate(orders, None) == ["EUR", "JPY"]
+    customers = customer_metrics(orders, AS_OF, fx=fx)
+    jp = only(customers, shop="jp")
+    assert jp["total_spent"] == Decimal("5000") and jp["currency_code"] == "JPY"
+    assert jp["total_spent_reporting"] is None and jp["clv_tier"] is None
+    assert only(customers, shop="eu")["total_spent_reporting"] == Decimal("22.000")
+    contacts = contact_metrics(orders, AS_OF, fx=fx)
+    c1 = only(contacts, contact_id="c1")
+    assert c1["order_count"] == 2 and c1["days_since_last_order"] == 10
+    assert c1["total_spent"] is None and c1["average_order_value"] is None and c1["clv_tier"] is None
+    assert c1["spend_by_currency"] == [
+        {"currency_code": "JPY", "total_spent": Decimal("5000")},
+        {"currency_code": "USD", "total_spent": Decimal("10")},
+    ]
+    assert only(contacts, contact_id="c2")["total_spent"] == Decimal("22.000")
+    # the CLV fit leaves out the buyer it cannot value, and still runs for the others
+    assert set(order_transactions(orders, AS_OF, fx=fx)["customer_id"].to_list()) == {"c2", "c3"}
+    value = contact_value(orders, AS_OF, fx=fx)
+    assert only(value, contact_id="c1")["segment"] is not None
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,12 @@ clock.
 
 The probabilistic stage is our own Fellegi–Sunter scorer (fixed m/u as data in
 ``settings.py``, term-frequency u from the data, DuckDB for string distances) rather than
-Splink 5: on the same generated shops (``bench/bench_identity.py``, 270k records) Splink
-with u by random sampling and m by EM took 20 s for precision 0.82 / recall 0.90, ours
-5.5 s for 0.998 / 0.971; Splink's EM also needs labels-free convergence on every run and
-its names-and-addresses run peaked at 13.6 GB. The model is the same kind (named levels,
+Splink 5, because it beats Splink on the goals on the same generated world
+(``bench/bench_identity.py --splink``, 1.4M records behind ~1M customer records, one run
+on this 2-core machine): ours precision 0.998 / recall 0.971 in 16 s at 2.5 GB peak;
+Splink with nickname-aware comparisons, our blocking, EM-trained m and the best threshold
+chosen against the truth, 0.928 / 0.951 in 96 s at its 6 GB memory limit (names and
+addresses only: F1 0.848 ours, 0.814 Splink). The model is the same kind (named levels,
 match weight = sum of log2(m/u)), so moving to Splink later means porting ``settings.py``.
 """
 
@@ -70,7 +72,8 @@ class IdentityResult:
     ``identity_events`` (core.identity_events): merges and splits against the previous run.
     ``identity_review`` (core.identity_review): ambiguous pairs left unmerged for a person.
     ``outcomes``: ``outcome``/``count`` rows for the run's monitoring.
-    ``hubs``: emails and phones too widely shared to link on (``kind``, ``key``, ``n``, ``n_names``).
+    ``hubs``: emails and phones too widely shared to link on (``kind``, ``key``, ``n`` records,
+    ``n_names`` first names, ``reason``: which cap of the settings it exceeded).
     """
 
     contact_identities: pl.DataFrame
@@ -120,13 +123,21 @@ def resolve(
 
     ``records`` has ``record_id`` and any of ``shop, record_type, first_name, last_name,
     email, phone, address1, address2, city, province, zip, country, source`` (absent
-    columns count as null). ``previous`` is the last run's mapping (``shop``,
+    columns count as null); a ``(shop, record_type, record_id)`` given twice raises
+    ``ValueError`` (dropping either would lose a record). ``previous`` is the last run's mapping (``shop``,
     ``record_type``, ``record_id``, ``contact_id``; ``customer_id`` accepted for
     ``record_id``) whose ids the new contacts keep. Resolution is cross-store.
     """
     cfg = settings or DEFAULT_SETTINGS
     conformed = conform_records(records)
-    conformed = conformed.with_columns(key=_keys(conformed)).unique("key", keep="first", maintain_order=True)
+    conformed = conformed.with_columns(key=_keys(conformed))
+    repeated = conformed.filter(pl.col("key").is_duplicated())["key"].unique().sort()
+    if repeated.len():
+        shown = ", ".join(repeated.head(3).str.replace_all("|", " / ", literal=True).to_list())
+        raise ValueError(
+            f"{repeated.len()} record key(s) (shop / record_type / record_id) appear more than once, e.g. "
+            f"{shown}; every record needs its own id"
+        )
     n = conformed.height
     rec = normalise(conformed, default_region=cfg.default_region, shop_regions=cfg.shop_regions).with_columns(
         _rid=pl.arange(0, n, dtype=pl.UInt32)
@@ -134,7 +145,7 @@ def resolve(
 
     det_edges, det_review, hubs = deterministic_links(rec, cfg)
     det_components = cluster_records(n, det_edges)
-    prob_edges, prob_review, _ = probabilistic_links(rec, det_components, cfg)
+    prob_edges, prob_review, _ = probabilistic_links(without_hub_keys(rec, hubs), det_components, cfg)
     edges = pl.concat([det_edges, prob_edges])
     clusters = cluster_records(n, edges)
     rules = record_rules(n, edges)
@@ -182,6 +193,25 @@ def resolve(
         identity_review=review,
         outcomes=outcomes,
         hubs=hubs,
+    )
+
+
+def without_hub_keys(rec: pl.DataFrame, hubs: pl.DataFrame) -> pl.DataFrame:
+    """``rec`` with hub emails and phones blanked: a key shared that widely is no evidence."""
+    if hubs.height == 0:
+        return rec
+    emails = hubs.filter(pl.col("kind") == "email")["key"].implode()
+    phones = hubs.filter(pl.col("kind") == "phone")["key"].implode()
+    hub_email = pl.col("email_norm").is_in(emails).fill_null(False)
+    return rec.with_columns(
+        *[
+            pl.when(hub_email).then(None).otherwise(pl.col(c)).alias(c)
+            for c in ("email_norm", "email_local", "email_digits")
+        ],
+        pl.when(pl.col("phone_e164").is_in(phones).fill_null(False))
+        .then(None)
+        .otherwise(pl.col("phone_e164"))
+        .alias("phone_e164"),
     )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from transforms.identity.normalise import conform_records, normalise
+
 
 def _pairs(counts: pl.Expr) -> pl.Expr:
     return (counts * (counts - 1) // 2).sum()
@@ -37,3 +39,23 @@ def pairwise_metrics(identities: pl.DataFrame, truth: pl.DataFrame) -> dict[str,
         "recall": recall,
         "f1": f1,
     }
+
+
+def address_ceiling(records: pl.DataFrame, truth: pl.DataFrame) -> pl.DataFrame:
+    """The best resolution names and addresses alone allow: an oracle, for judging a real one.
+
+    Records of one person (by ``truth``) that share a normalised street line and postcode
+    are one contact; every other record stands alone. Without email or phone, a record with
+    no address or at another address than the person's others has nothing but a name to
+    link on, which a real method cannot use without merging strangers; so this oracle's
+    recall is what a names-and-addresses resolution can reach.
+    """
+    keys = ["shop", "record_type", "record_id"]
+    norm = normalise(conform_records(records))
+    joined = norm.join(truth.select(*[pl.col(k).cast(pl.String) for k in keys], "person_id"), on=keys)
+    return joined.select(
+        *keys,
+        contact_id=pl.when(pl.col("address_norm").is_not_null())
+        .then(pl.concat_str([pl.col("person_id").cast(pl.String), pl.col("address_key")], separator="#"))
+        .otherwise(pl.concat_str(keys, separator="|")),
+    )

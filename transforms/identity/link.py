@@ -2,7 +2,8 @@
 
 Two stages. Deterministic: records sharing a normalised email or an E.164 phone link,
 unless the key is a hub (seen with many different first names) or the first names on it
-conflict (a household sharing a phone is several people). Probabilistic: candidate pairs
+conflict (a household sharing a phone is several people), or the key is on more records than
+one shopper leaves (an office inbox). Probabilistic: candidate pairs
 from blocking rules are scored Fellegi–Sunter style (sum of log2(m/u) over named comparison
 levels, settings in ``settings.py``); pairs above the match weight link, pairs in the grey
 zone go to review.
@@ -141,7 +142,9 @@ def deterministic_links(
     """Links from shared normalised email and E.164 phone, plus the pairs they leave for review.
 
     Returns ``(edges, review, hubs)``. A key seen with more than ``hub_max_names`` distinct
-    first names is a hub and links nothing. Within a key, records are grouped by canonical
+    first names, or on more than ``hub_max_records`` records, is a hub and links nothing
+    (``hubs`` says which cap it hit in ``reason``); its records may still link on other
+    evidence in the probabilistic stage. Within a key, records are grouped by canonical
     first name; groups whose names are compatible link, conflicting groups do not (an email
     conflict goes to review, a phone conflict is a household and is simply not linked).
     Records without a first name join the key's names only when those do not conflict.
@@ -154,8 +157,14 @@ def deterministic_links(
             "_rid", pl.col(key).alias("key"), "first_canon", "first_token", "first_keys"
         )
         stats = keyed.group_by("key").agg(n=pl.len(), n_names=pl.col("first_canon").drop_nulls().n_unique())
-        hub = stats.filter(pl.col("n_names") > settings.hub_max_names)
-        hubs.append(hub.select(pl.lit(rule).alias("kind"), "key", "n", "n_names"))
+        hub = stats.filter(
+            (pl.col("n_names") > settings.hub_max_names) | (pl.col("n") > settings.hub_max_records)
+        ).with_columns(
+            reason=pl.when(pl.col("n_names") > settings.hub_max_names)
+            .then(pl.lit(f"more than {settings.hub_max_names} first names"))
+            .otherwise(pl.lit(f"more than {settings.hub_max_records} records"))
+        )
+        hubs.append(hub.select(pl.lit(rule).alias("kind"), "key", "n", "n_names", "reason"))
         keyed = keyed.join(hub.select("key"), on="key", how="anti")
         # keys on one record link nothing; dropping them early keeps the joins small
         keyed = keyed.join(stats.filter(pl.col("n") > 1).select("key"), on="key", how="semi")

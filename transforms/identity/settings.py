@@ -561,6 +561,11 @@ class LinkageSettings:
     ``review_margin`` and ``match_margin`` go to review.
     ``hub_max_names``: a normalised email or phone seen with more than this many distinct
     first names is a hub (a store's own phone, an office inbox) and links nothing.
+    ``hub_max_records``: the same for a key on more than this many records whatever the
+    names (an office inbox whose orders all carry one name, or none, must not chain every
+    person behind it into one contact). One shopper's account, guest orders and checkouts
+    across a few stores stay well below it; the hub's records can still link on name,
+    address and their other keys.
     ``max_block_size``: blocks larger than this are skipped (the pairs they would yield say
     little and cost a lot).
     """
@@ -569,6 +574,7 @@ class LinkageSettings:
     match_margin: float = 0.0
     review_margin: float = -4.0
     hub_max_names: int = 3
+    hub_max_records: int = 25
     max_block_size: int = 40
     tf_min_records: int = 1000
     # the fixed u values describe a shop of this many records; small runs are judged as if

@@ -9,6 +9,7 @@ date) or, when empty, is the run's start time; the transforms never read the clo
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -19,19 +20,22 @@ from orchestration.defs.intelligence.resources import IntelligenceConfig, Intell
 from orchestration.defs.shopify.jobs import table_key
 from orchestration.defs.shopify.resources import SyncPaths
 from pipelines import warehouse_io as wio
+from pipelines.crm_feed import import_inbox as import_crm_inbox
 from pipelines.engagement_load import load_crm_edits, load_engagement_events
 from pipelines.snapshot import publish_snapshot
 from transforms import consent as consent_tf
+from transforms import consent_history as history
 from transforms.contacts import CRM_EDITS_SCHEMA, build_contacts, carry_over_merges, field_ownership
 from transforms.identity import IDENTITY_SCHEMA, resolve
 from transforms.identity.sources import records_from_shopify
-from transforms.metrics import MetricsInputError, contact_value, customer_metrics
+from transforms.metrics import MetricsInputError, contact_value, currencies_without_rate, customer_metrics
 from transforms.warehouse_inputs import (
     customer_keys,
     drop_disabled_consent,
     engagement_frame,
     orders_with_contacts,
     shopify_consent_columns,
+    store_regions,
     with_customer_lists,
 )
 
@@ -84,9 +88,21 @@ CONSENT_DOCS: dict[str, str] = {
     "consent": "The marketing consent in force per customer record and channel (email, SMS), from Shopify and "
     "engagement (unsubscribe links, STOP replies); an unsubscribe is never undone by an older subscribe.",
     "contact_consent": "Whether each person may be marketed to by email and by SMS, across all their records.",
-    "consent_audit": "Every change of a customer's consent state, when and from which source: the compliance "
-    "trail.",
+    "consent_audit": "Every change of a customer's consent state, when and from which source, and (in "
+    "core.contact_consent_audit) of each person's, including changes a merge or split of contacts caused: the "
+    "compliance trail.",
 }
+
+
+def fx_warning(currencies: list[str], reporting_currency: str) -> str:
+    """What a missing exchange rate means for the user, and the fix."""
+    listed = ", ".join(currencies)
+    example = currencies[0]
+    return (
+        f"No exchange rate to {reporting_currency} for {listed}: totals in {listed} are kept as they were paid, "
+        f"but their {reporting_currency} values (spend, AOV, CLV and its tier) are empty. Add a rate to the "
+        f'IntelligenceSettings fx_rates, e.g. {example}: "0.0067" ({reporting_currency} per {example}).'
+    )
 
 
 def _run_started(context: dg.AssetExecutionContext) -> datetime:
@@ -144,9 +160,8 @@ def identity_assets(
             wio.shopify_table(con, "abandoned_checkouts"),
         )
         previous = wio.read_table(con, "core.contact_identities", schema=IDENTITY_SCHEMA)
-        result = resolve(
-            records, previous=previous if previous.height else None, settings=intelligence.linkage_settings()
-        )
+        settings = intelligence.linkage_settings(store_regions(records))
+        result = resolve(records, previous=previous if previous.height else None, settings=settings)
         run_number = _next_run_number(con)
         stamp = {"run_number": pl.lit(run_number, pl.Int64), "as_of": pl.lit(as_of, pl.Datetime("us", "UTC"))}
         counts = dict(result.outcomes.iter_rows())
@@ -183,6 +198,7 @@ def identity_assets(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(result.contact_identities.height),
             "contacts": dg.MetadataValue.int(int(counts["contacts"])),
+            "phone_regions": dg.MetadataValue.json(dict(sorted(settings.shop_regions.items()))),
             "as_of": as_of.isoformat(),
         },
     )
@@ -222,9 +238,11 @@ def metrics_assets(
         identities = wio.read_table(con, "core.contact_identities", schema=IDENTITY_SCHEMA)
         orders = orders_with_contacts(wio.shopify_table(con, "orders"), identities)
         contacts = identities.select("contact_id").unique()
+        fx = intelligence.fx()
         try:
-            per_customer = customer_metrics(orders, as_of, settings, intelligence.fx())
-            per_contact = contact_value(orders, as_of, settings, intelligence.fx(), contacts)
+            unrated = currencies_without_rate(orders, fx, settings)
+            per_customer = customer_metrics(orders, as_of, settings, fx)
+            per_contact = contact_value(orders, as_of, settings, fx, contacts)
         except MetricsInputError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         stamp = {"as_of": pl.lit(as_of, pl.Datetime("us", "UTC"))}
@@ -237,6 +255,8 @@ def metrics_assets(
         )
     finally:
         con.close()
+    if unrated:
+        context.log.warning(fx_warning(unrated, settings.reporting_currency))
     segments = dict(per_contact.group_by("segment").len().sort("segment").iter_rows())
     clv_fitted = per_contact["clv_12m"].count() > 0 if "clv_12m" in per_contact.columns else False
     if not clv_fitted:
@@ -255,6 +275,8 @@ def metrics_assets(
             "dagster/row_count": dg.MetadataValue.int(written["core.contact_metrics"]),
             "segments": dg.MetadataValue.json({str(k): int(v) for k, v in segments.items()}),
             "clv_fitted": dg.MetadataValue.bool(bool(clv_fitted)),
+            "reporting_currency": settings.reporting_currency,
+            "currencies_without_rate": dg.MetadataValue.json(unrated),
             "as_of": as_of.isoformat(),
         },
     )
@@ -277,37 +299,63 @@ def consent_assets(
     try:
         loaded = load_engagement_events(con, paths.landing_path)
         customers = wio.customer_profiles(con)
-        events = engagement_frame(wio.engagement_events(con), intelligence.default_region)
+        regions = intelligence.linkage_settings(store_regions(customers)).shop_regions
+        events = engagement_frame(wio.engagement_events(con), intelligence.default_region, regions)
+        previous = wio.read_table(con, "core.consent", schema=consent_tf.RESOLVED_SCHEMA)
+        previous_contacts = wio.read_table(
+            con, "core.contact_consent_records", schema=history.CONTACT_RECORDS_SCHEMA
+        )
         observations = pl.concat(
             [
                 consent_tf.shopify_observations(
                     drop_disabled_consent(shopify_consent_columns(customers), wio.store_settings(con))
                 ),
                 consent_tf.engagement_observations(
-                    events, customer_keys(customers, intelligence.default_region)
+                    events, customer_keys(customers, intelligence.default_region, regions)
+                ),
+                # what the warehouse recorded as unsubscribed stays so until something newer says otherwise
+                history.carried_observations(previous).join(
+                    customers.select("shop", pl.col("id").alias("customer_id")),
+                    on=["shop", "customer_id"],
+                    how="semi",
                 ),
             ]
         )
         resolved = consent_tf.resolve_consent(observations)
-        previous = wio.read_table(con, "core.consent", schema=consent_tf.RESOLVED_SCHEMA)
         identities = wio.read_table(con, "core.contact_identities", schema=IDENTITY_SCHEMA)
         customer_contacts = identities.filter(pl.col("record_type") == "customer").select(
             "shop", pl.col("record_id").cast(pl.Int64).alias("customer_id"), "contact_id"
         )
-        per_contact = consent_tf.contact_consent(resolved, customer_contacts)
+        per_contact = history.ratcheted_contact_consent(
+            consent_tf.contact_consent(resolved, customer_contacts), previous_contacts, customer_contacts
+        )
+        by_record = history.contact_states_by_record(per_contact, customer_contacts)
         changes = consent_tf.consent_changes(
             previous if previous.height else None, resolved, recorded_at=as_of
+        )
+        contact_changes = history.contact_consent_changes(
+            previous_contacts, per_contact, customer_contacts, recorded_at=as_of
         )
         written = wio.write_tables(
             con,
             {
                 # the raw observations, so the ratchet check can recompute the rule independently
                 "core.consent_observations": observations,
+                # last run's states, so the check can tell a re-subscription by an older state
+                "core.consent_previous": previous,
+                "core.contact_consent_records_previous": previous_contacts,
                 "core.consent": resolved,
                 "core.contact_consent": per_contact,
+                "core.contact_consent_records": by_record,
             },
         )
-        written.update(wio.write_tables(con, {"core.consent_audit": changes}, mode="append"))
+        written.update(
+            wio.write_tables(
+                con,
+                {"core.consent_audit": changes, "core.contact_consent_audit": contact_changes},
+                mode="append",
+            )
+        )
     finally:
         con.close()
     yield dg.MaterializeResult(
@@ -323,7 +371,14 @@ def consent_assets(
         metadata={"dagster/row_count": dg.MetadataValue.int(per_contact.height)},
     )
     yield dg.MaterializeResult(
-        asset_key=core_key("consent_audit"), metadata={"changes": dg.MetadataValue.int(changes.height)}
+        asset_key=core_key("consent_audit"),
+        metadata={
+            "changes": dg.MetadataValue.int(changes.height),
+            "contact_changes": dg.MetadataValue.int(contact_changes.height),
+            "contact_changes_by_reason": dg.MetadataValue.json(
+                dict(contact_changes.group_by("reason").len().sort("reason").iter_rows())
+            ),
+        },
     )
 
 
@@ -338,8 +393,18 @@ def consent_assets(
 def contacts_asset(context: dg.AssetExecutionContext, paths: SyncPaths) -> dg.MaterializeResult:
     """The golden record per person: Shopify profile (as first seen), CRM fields (as the CRM set them),
     and commerce value and consent (as shopsync computed them), under the field-ownership table.
-    Values refused because another side owns the field are counted in ``core.contact_blocked_overwrites``.
+    CRM edit files dropped in ``<landing>/_crm/field_edits/inbox/`` are imported first. Values refused
+    because another side owns the field are counted in ``core.contact_blocked_overwrites``.
     """
+    ownership = field_ownership()
+    # files dropped in the CRM inbox become landing batches first (bad lines quarantined)
+    dropped = import_crm_inbox(Path(paths.landing_path), set(ownership["field"].to_list()))
+    for item in dropped:
+        if item.quarantined:
+            context.log.warning(
+                f"CRM edit file {item.source.name}: {item.quarantined} line(s) quarantined with their reasons "
+                f"in {item.quarantine_path}; {item.accepted} edit(s) imported."
+            )
     con = wio.connect(paths.warehouse_path)
     try:
         crm = load_crm_edits(con, paths.landing_path)
@@ -348,7 +413,7 @@ def contacts_asset(context: dg.AssetExecutionContext, paths: SyncPaths) -> dg.Ma
         if previous.height and events.height:
             # a CRM edit on a contact that has since merged into another stays with the person
             latest = events.filter(pl.col("run_number") == pl.col("run_number").max())
-            previous = carry_over_merges(previous, latest, field_ownership())
+            previous = carry_over_merges(previous, latest, ownership)
         contacts, blocked = build_contacts(
             wio.read_table(con, "core.contact_identities", schema=IDENTITY_SCHEMA),
             wio.customer_profiles(con),
@@ -359,7 +424,7 @@ def contacts_asset(context: dg.AssetExecutionContext, paths: SyncPaths) -> dg.Ma
                 schema={"contact_id": pl.String, "channel": pl.String, "state": pl.String},
             ),
             wio.read_table(con, "crm.field_edits", schema=CRM_EDITS_SCHEMA),
-            field_ownership(),
+            ownership,
             previous if previous.height else None,
         )
         contacts = with_customer_lists(contacts, wio.store_settings(con))
@@ -370,6 +435,8 @@ def contacts_asset(context: dg.AssetExecutionContext, paths: SyncPaths) -> dg.Ma
         metadata={
             "dagster/row_count": dg.MetadataValue.int(contacts.height),
             "crm_edits_loaded": dg.MetadataValue.int(crm.inserted),
+            "crm_files_imported": dg.MetadataValue.int(len(dropped)),
+            "crm_lines_quarantined": dg.MetadataValue.int(sum(d.quarantined for d in dropped)),
             "blocked_overwrites": dg.MetadataValue.json(
                 {f"{r['field']}<-{r['source']}": r["blocked"] for r in blocked.iter_rows(named=True)}
             ),

@@ -11,11 +11,14 @@ import duckdb
 import polars as pl
 
 from orchestration.defs.instance import WAREHOUSE_POOL
-from orchestration.defs.intelligence.assets import core_key
+from orchestration.defs.intelligence.assets import core_key, fx_warning
+from orchestration.defs.intelligence.resources import IntelligenceSettings
 from orchestration.defs.shopify.resources import SyncPaths
 from pipelines import warehouse_io as wio
+from transforms import consent_history as history
 from transforms.consent import OBSERVATIONS_SCHEMA, RESOLVED_SCHEMA, ratchet_violations
 from transforms.identity import EVENT_SCHEMA, IDENTITY_SCHEMA
+from transforms.metrics import currencies_without_rate
 
 _SAMPLE = 10
 
@@ -136,19 +139,66 @@ def clv_not_negative(paths: SyncPaths) -> dg.AssetCheckResult:
     return _result(negative_clv(frames["m"]), "Contacts with a negative CLV or spend")
 
 
+@dg.asset_check(asset=core_key("contact_metrics"), pool=WAREHOUSE_POOL)
+def fx_rates_complete(paths: SyncPaths, intelligence: IntelligenceSettings) -> dg.AssetCheckResult:
+    """Every order currency has a rate to the reporting currency (a warning: totals per currency stay)."""
+
+    def reads(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame]:
+        if not wio.table_exists(con, "shopify.orders"):
+            return {"orders": pl.DataFrame(schema={"currency_code": pl.String})}
+        return {
+            "orders": con.sql(
+                "SELECT DISTINCT currency_code FROM shopify.orders WHERE _deleted_at IS NULL"
+            ).pl()
+        }
+
+    settings = intelligence.value_settings()
+    unrated = currencies_without_rate(_read(paths, reads)["orders"], intelligence.fx(), settings)
+    if not unrated:
+        return _result(0, f"Every order currency converts to {settings.reporting_currency}")
+    return dg.AssetCheckResult(
+        passed=False,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=fx_warning(unrated, settings.reporting_currency),
+        metadata={
+            "failures": dg.MetadataValue.int(len(unrated)),
+            "currencies": dg.MetadataValue.json(unrated),
+        },
+    )
+
+
 @dg.asset_check(asset=core_key("consent"), pool=WAREHOUSE_POOL)
 def consent_ratchet_holds(paths: SyncPaths) -> dg.AssetCheckResult:
-    """No record is subscribed while an unsubscribe at least as recent exists."""
+    """No record or person is subscribed while an unsubscribe at least as recent exists: in this
+    run's observations, or in the state the warehouse recorded on the previous run."""
     frames = _read(
         paths,
         lambda con: {
             "obs": wio.read_table(con, "core.consent_observations", schema=OBSERVATIONS_SCHEMA),
             "resolved": wio.read_table(con, "core.consent", schema=RESOLVED_SCHEMA),
+            "previous": wio.read_table(con, "core.consent_previous", schema=RESOLVED_SCHEMA),
+            "contacts": wio.read_table(
+                con, "core.contact_consent_records", schema=history.CONTACT_RECORDS_SCHEMA
+            ),
+            "previous_contacts": wio.read_table(
+                con, "core.contact_consent_records_previous", schema=history.CONTACT_RECORDS_SCHEMA
+            ),
         },
     )
     violations = ratchet_violations(frames["obs"], frames["resolved"])
     sample = [f"{v.shop}/{v.customer_id}/{v.channel}" for v in violations]
-    return _result(len(violations), "Subscribed records an unsubscribe should have beaten", sample)
+    records = history.regressions(frames["previous"], frames["resolved"])
+    contacts = history.regressions(frames["previous_contacts"], frames["contacts"])
+    for label, frame in (("record", records), ("contact of", contacts)):
+        sample += [
+            f"{label} {r['shop']}/{r['customer_id']}/{r['channel']}" for r in frame.iter_rows(named=True)
+        ]
+    failures = len(violations) + records.height + contacts.height
+    return _result(
+        failures,
+        "Subscribed records or people an unsubscribe (this run's, or the one recorded before) should have beaten",
+        sample,
+    )
 
 
 intelligence_checks: list[dg.AssetChecksDefinition] = [
@@ -157,5 +207,6 @@ intelligence_checks: list[dg.AssetChecksDefinition] = [
     contact_ids_unique,
     rfm_scores_in_range,
     clv_not_negative,
+    fx_rates_complete,
     consent_ratchet_holds,
 ]
