@@ -56,6 +56,8 @@ SHOPIFY_PROPOSALS: dict[str, str] = {
     "notes": "note",
     "custom_segments": "tags",
 }
+# Proposals that describe one postal address and are taken together.
+ADDRESS_PROPOSALS: tuple[str, ...] = ("address1", "city", "zip", "country")
 CRM_EDITS_SCHEMA: dict[str, pl.DataType] = {
     "contact_id": pl.String,
     "field": pl.String,
@@ -97,7 +99,7 @@ def validate_ownership(table: pl.DataFrame) -> None:
 
 
 def _shopify_profiles(identities: pl.DataFrame, customers: pl.DataFrame) -> pl.DataFrame:
-    """Per contact, the proposal columns of its most recently updated Shopify customer record."""
+    """Per contact, what its Shopify customer records propose for each field (newest wins)."""
     members = identities.filter(pl.col("record_type") == "customer").select(
         "contact_id", "shop", pl.col("record_id").cast(pl.String)
     )
@@ -123,15 +125,27 @@ def _shopify_profiles(identities: pl.DataFrame, customers: pl.DataFrame) -> pl.D
         for c in profile.columns
         if c.startswith("_shopify_")
     )
-    return (
-        members.join(profile, on=["shop", "record_id"], how="inner")
-        .sort(
-            ["contact_id", "updated_at", "shop", "record_id"],
-            descending=[False, True, False, False],
-            nulls_last=True,
-        )
+    newest_first = members.join(profile, on=["shop", "record_id"], how="inner").sort(
+        ["contact_id", "updated_at", "shop", "record_id"],
+        descending=[False, True, False, False],
+        nulls_last=True,
+    )
+    # Each field from the newest record that has it: a guest-like account with no email must
+    # not blank the email another of the person's accounts holds. The address fields travel
+    # together, from the newest record with a street, so a contact never gets one address's
+    # street with another's city.
+    address = [f"_shopify_{f}" for f in ADDRESS_PROPOSALS]
+    singles = [c for c in newest_first.columns if c.startswith("_shopify_") and c not in address]
+    per_field = newest_first.group_by("contact_id", maintain_order=True).agg(
+        pl.col(c).drop_nulls().first() for c in singles
+    )
+    addresses = (
+        newest_first.filter(pl.col("_shopify_address1").is_not_null())
         .unique("contact_id", keep="first", maintain_order=True)
-        .drop("shop", "record_id", "updated_at")
+        .select("contact_id", *address)
+    )
+    return per_field.join(addresses, on="contact_id", how="left").select(
+        "contact_id", *[f"_shopify_{f}" for f in SHOPIFY_PROPOSALS]
     )
 
 

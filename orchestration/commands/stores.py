@@ -95,9 +95,12 @@ def _auth_options(fn: Any) -> Any:
             click.option(
                 "--callback-port",
                 type=click.IntRange(0, 65535),
-                default=0,
+                default=8788,
                 show_default=True,
-                help="Port of the local OAuth callback on 127.0.0.1 (0: a free one).",
+                help=(
+                    "Port of the local OAuth callback: add http://127.0.0.1:PORT/shopsync/oauth/callback "
+                    "to the app's allowed redirection URLs (Shopify redirects only there)."
+                ),
             ),
             click.option(
                 "--oauth-timeout",

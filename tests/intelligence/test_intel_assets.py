@@ -277,10 +277,17 @@ def test_a_currency_without_rate_warns_and_keeps_its_totals(intel: Any) -> None:
 def test_a_stale_shopify_subscribe_cannot_undo_a_recorded_unsubscribe(intel: Any) -> None:
     intel.refresh()
     wh = intel.paths.warehouse_path
+    # an unsubscribe that is its person's latest word (another record of the same person that
+    # subscribed later would rightly make the person subscribed)
     shop, customer_id, unsubscribed_at = _rows(
         wh,
-        "SELECT shop, customer_id, updated_at FROM core.consent WHERE channel = 'email' "
-        "AND state = 'UNSUBSCRIBED' AND updated_at IS NOT NULL ORDER BY ALL LIMIT 1",
+        "SELECT c.shop, c.customer_id, c.updated_at FROM core.consent c "
+        "JOIN core.contact_identities i ON i.shop = c.shop AND i.record_type = 'customer' "
+        "AND i.record_id = CAST(c.customer_id AS VARCHAR) "
+        "WHERE c.channel = 'email' AND c.state = 'UNSUBSCRIBED' AND c.updated_at IS NOT NULL "
+        "AND NOT EXISTS (SELECT 1 FROM core.contact_identities j JOIN core.consent d ON d.shop = j.shop "
+        "AND CAST(d.customer_id AS VARCHAR) = j.record_id AND d.channel = 'email' "
+        "WHERE j.contact_id = i.contact_id AND d.updated_at > c.updated_at) ORDER BY ALL LIMIT 1",
     )[0]
     contact = _rows(
         wh,

@@ -121,6 +121,30 @@ def test_shopify_fields_are_set_on_create_only_and_crm_cannot_write_integration_
     assert names == {"ct_1": "Ada", "ct_2": "Grace"}
 
 
+def test_each_profile_field_comes_from_the_newest_record_that_has_it() -> None:
+    """A newer account without an email or address does not blank what an older one holds."""
+    ids = _identities(
+        [("a.myshopify.com", "customer", "1", "ct_1"), ("b.myshopify.com", "customer", "2", "ct_1")]
+    )
+    older = _customers()
+    newer = older.with_columns(
+        shop=pl.lit("b.myshopify.com"),
+        id=pl.lit(2, pl.Int64),
+        first_name=pl.lit("Augusta"),
+        email=pl.lit(None, pl.String),
+        address1=pl.lit(None, pl.String),
+        city=pl.lit("Paris"),  # a city without a street: no address to take
+        updated_at=pl.lit(datetime(2026, 11, 20, tzinfo=UTC)),
+    )
+    contacts, _ = build_contacts(
+        ids, pl.concat([older, newer]), METRICS, CONSENT, None, field_ownership(), None
+    )
+    row = contacts.row(0, named=True)
+    assert row["first_name"] == "Augusta"  # the newest record's name
+    assert row["email"] == "ada@example.com"  # the only email the person has
+    assert (row["address1"], row["city"], row["zip"]) == ("1 Analytical Way", "London", "N1")
+
+
 def test_ownership_table_is_validated() -> None:
     table = field_ownership()
     assert set(table["owner"]) == {"integration", "crm", "shopify_on_create"}

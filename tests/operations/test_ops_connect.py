@@ -8,6 +8,7 @@ local callback). A tampered ``hmac`` and a foreign ``state`` are refused and sto
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -32,8 +33,23 @@ SHOPSYNC = str(Path(sys.executable).parent / "shopsync")
 
 
 @pytest.fixture
-def store(devstore_factory: Callable[..., RunningDevstore]) -> RunningDevstore:
-    return devstore_factory(stores=1, customers=5, seed=3, token_ttl=timedelta(hours=24))
+def callback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def store(devstore_factory: Callable[..., RunningDevstore], callback_port: int) -> RunningDevstore:
+    """A one-shop devstore whose app allows shopsync's local callback, as a Partner app must."""
+    running = devstore_factory(stores=1, customers=5, seed=3, token_ttl=timedelta(hours=24))
+    handle = running.shops[0]["domain"].removesuffix(".myshopify.com")
+    running.control(
+        "PUT",
+        f"/shops/{handle}/app",
+        {"redirect_urls": [f"http://127.0.0.1:{callback_port}/shopsync/oauth/callback"]},
+    )
+    return running
 
 
 def _registry(data_dir: Path) -> StoreRegistry:
@@ -83,12 +99,15 @@ def _tampered(url: str, **changes: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(params), ""))
 
 
-def test_oauth_connect_end_to_end_stores_the_offline_token(store: RunningDevstore, tmp_path: Path) -> None:
+def test_oauth_connect_end_to_end_stores_the_offline_token(
+    store: RunningDevstore, tmp_path: Path, callback_port: int
+) -> None:
     shop = store.shops[0]
     cli_run = CliProcess(
         "stores", "connect", shop["domain"], "--oauth",
         "--client-id", shop["client_id"], "--client-secret", shop["client_secret"],
         "--base-url", shop["base_url"], "--no-dagster", "--data-dir", str(tmp_path),
+        "--callback-port", str(callback_port),
     )  # fmt: skip
     url = cli_run.authorize_url()
     assert shop["client_secret"] not in url and "state=" in url
@@ -111,13 +130,14 @@ def test_oauth_connect_end_to_end_stores_the_offline_token(store: RunningDevstor
 
 
 def test_oauth_callback_with_a_tampered_hmac_is_refused_and_nothing_is_stored(
-    store: RunningDevstore, tmp_path: Path
+    store: RunningDevstore, tmp_path: Path, callback_port: int
 ) -> None:
     shop = store.shops[0]
     cli_run = CliProcess(
         "stores", "connect", shop["domain"], "--oauth",
         "--client-id", shop["client_id"], "--client-secret", shop["client_secret"],
         "--base-url", shop["base_url"], "--no-dagster", "--data-dir", str(tmp_path),
+        "--callback-port", str(callback_port),
     )  # fmt: skip
     url = cli_run.authorize_url()
     answer = httpx.get(_tampered(url, hmac="0" * 64), timeout=30)
@@ -128,7 +148,9 @@ def test_oauth_callback_with_a_tampered_hmac_is_refused_and_nothing_is_stored(
     assert _registry(tmp_path).list_stores() == []
 
 
-def test_oauth_callback_for_another_attempt_state_is_refused(store: RunningDevstore) -> None:
+def test_oauth_callback_for_another_attempt_state_is_refused(
+    store: RunningDevstore, callback_port: int
+) -> None:
     shop = store.shops[0]
     answers: list[httpx.Response] = []
     threads: list[threading.Thread] = []
@@ -150,6 +172,7 @@ def test_oauth_callback_for_another_attempt_state_is_refused(store: RunningDevst
             shop["client_secret"],
             shop["base_url"],
             requested_scopes(),
+            port=callback_port,
             show_url=merchant,
             timeout=20,
         )
@@ -217,7 +240,7 @@ def test_client_credentials_connect_every_consumer_and_health(store: RunningDevs
 
 
 def test_reconnect_by_each_flow_keeps_settings_list_and_history(
-    store: RunningDevstore, tmp_path: Path
+    store: RunningDevstore, tmp_path: Path, callback_port: int
 ) -> None:
     shop = store.shops[0]
     domain = shop["domain"]
@@ -254,7 +277,9 @@ def test_reconnect_by_each_flow_keeps_settings_list_and_history(
 
     # 2. OAuth, with the stored app credentials; write_customers is asked for since a push is on
     registry.set_store_status(domain, StoreStatus.RECONNECT_REQUIRED, "scope missing")
-    cli_run = CliProcess("stores", "reconnect", domain, "--oauth", "--data-dir", str(tmp_path))
+    cli_run = CliProcess(
+        "stores", "reconnect", domain, "--oauth", "--data-dir", str(tmp_path), "--callback-port", str(callback_port)
+    )  # fmt: skip
     url = cli_run.authorize_url()
     assert "write_customers" in dict(parse_qsl(urlsplit(url).query))["scope"]
     assert _merchant_approves(url).status_code == 200
