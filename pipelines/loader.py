@@ -589,9 +589,10 @@ def _shop_has_rows(con: duckdb.DuckDBPyConnection, tables: Sequence[str], shop: 
     """Whether any of ``shopify.<tables>`` holds a row of ``shop`` (deleted rows count)."""
     existing = _existing_tables(con)
     for table in tables:
-        if table in existing and con.execute(
-            f"SELECT 1 FROM {DATASET}.{table} WHERE shop = ? LIMIT 1", [shop]
-        ).fetchall():
+        if (
+            table in existing
+            and con.execute(f"SELECT 1 FROM {DATASET}.{table} WHERE shop = ? LIMIT 1", [shop]).fetchall()
+        ):
             return True
     return False
 
