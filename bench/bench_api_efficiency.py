@@ -41,7 +41,7 @@ def _rest(client: ShopifyClient) -> None:
     """Wait until the shop's bucket is full again, as it is when a scheduled run starts."""
     bucket = client.bucket
     if bucket is not None:
-        missing = bucket.maximum - bucket.available_at(time.monotonic())
+        missing = bucket.maximum - bucket.available_at(time.time())
         time.sleep(max(0.0, missing / bucket.restore_rate))
 
 
@@ -80,7 +80,7 @@ def main() -> None:
             client.execute(docs.load("access_scopes"))  # learn the bucket
             bucket = client.bucket
             assert bucket is not None
-            initial_available, rate = bucket.available_at(time.monotonic()), bucket.restore_rate
+            initial_available, rate = bucket.available_at(time.time()), bucket.restore_rate
             before = client.stats.as_dict()
             t0 = time.monotonic()
             full = fetch_entity(
@@ -94,7 +94,7 @@ def main() -> None:
             )
             paged_s = time.monotonic() - t0
             after = client.stats.as_dict()
-            final_available = client.bucket.available_at(time.monotonic()) if client.bucket else 0.0
+            final_available = client.bucket.available_at(time.time()) if client.bucket else 0.0
             requests = after["requests"] - before["requests"]
             throttled = after["throttled"] - before["throttled"]
             points = after["points"] - before["points"]

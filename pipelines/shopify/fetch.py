@@ -24,7 +24,7 @@ from pipelines import landing
 from pipelines.landing import Manifest
 from pipelines.shopify import documents
 from pipelines.shopify.bulk import BulkExport, Slice, make_slices
-from pipelines.shopify.client import ShopifyAccessDenied, ShopifyClient, ShopifyQueryError
+from pipelines.shopify.client import ShopifyAccessDenied, ShopifyClient, ShopifyCostTooHigh
 from pipelines.shopify.cursors import IncrementalCursor, Window
 from pipelines.shopify.preflight import ORDERS_WINDOW_MESSAGE, orders_restricted, read_scopes, skip_reason
 from pipelines.shopify.settings import (
@@ -50,14 +50,20 @@ class EntitySpec:
     root: str  # QueryRoot connection field
     child: str  # the nested connection drained past its first page
     child_first: int  # children asked for with each node of a page
+    # Requested cost of one node of the page query with its first child page, by Shopify's
+    # cost rules (measured on the devstore, which applies them): sizes the first page until
+    # the first answer tells the real figure, so it is neither refused nor throttled.
+    node_cost: float
 
 
 SPECS: dict[str, EntitySpec] = {
-    "customers": EntitySpec("customers", "customers", "metafields", 10),
-    "orders": EntitySpec("orders", "orders", "lineItems", 5),
-    "products": EntitySpec("products", "products", "variants", 10),
-    "collections": EntitySpec("collections", "collections", "products", 100),
-    "abandoned_checkouts": EntitySpec("abandoned_checkouts", "abandonedCheckouts", "lineItems", 5),
+    "customers": EntitySpec("customers", "customers", "metafields", 10, node_cost=21),
+    "orders": EntitySpec("orders", "orders", "lineItems", 5, node_cost=73),
+    "products": EntitySpec("products", "products", "variants", 10, node_cost=14),
+    "collections": EntitySpec("collections", "collections", "products", 100, node_cost=104),
+    "abandoned_checkouts": EntitySpec(
+        "abandoned_checkouts", "abandonedCheckouts", "lineItems", 5, node_cost=39
+    ),
 }
 
 
@@ -120,25 +126,24 @@ def _base_filter(entity: str, restricted: bool, now: datetime) -> str:
     return ""
 
 
-def _page_size(
-    cost_per_node: float | None, client: ShopifyClient, settings: FetchSettings, child_first: int
-) -> int:
-    """Nodes per page so that the requested cost stays below the target (and the bucket share)."""
-    target = min(settings.target_query_cost, MAX_QUERY_COST)
+def _target_cost(client: ShopifyClient, settings: FetchSettings) -> float:
+    """The requested cost to aim a page at: the target, within Shopify's limit and the bucket share."""
+    target = float(min(settings.target_query_cost, MAX_QUERY_COST))
     bucket = client.bucket
     if bucket is not None:
         target = min(target, bucket.maximum * settings.bucket_share)
+    return target
+
+
+def _page_size(
+    cost_per_node: float | None, client: ShopifyClient, settings: FetchSettings, node_cost: float
+) -> int:
+    """Nodes per page so that the requested cost stays below the target (and the bucket share)."""
+    target = _target_cost(client, settings)
     if not cost_per_node:
-        # before the first answer: a node costs at least its child page plus a few objects
-        return max(1, min(settings.first_page_size, int(target // (child_first + 12))))
+        # before the first answer: the entity's known cost per node, and a small page
+        return max(1, min(settings.first_page_size, int(target // node_cost)))
     return max(1, min(MAX_PAGE_SIZE, int(target // cost_per_node)))
-
-
-def _cost_exceeded(exc: ShopifyQueryError) -> bool:
-    return any(
-        isinstance(e, dict) and (e.get("extensions") or {}).get("code") == "MAX_COST_EXCEEDED"
-        for e in exc.errors
-    )
 
 
 # incremental -------------------------------------------------------------------------------
@@ -188,21 +193,21 @@ class _Incremental:
         after = window.after
         cap: int | None = None
         while True:
-            first = _page_size(self.cost_per_node, self.client, self.settings, self.spec.child_first)
+            first = _page_size(self.cost_per_node, self.client, self.settings, self.spec.node_cost)
             if cap is not None:
                 first = min(first, cap)
             variables = {"first": first, "after": after, "query": search, "childFirst": self.spec.child_first}
-            per_node = self.cost_per_node or (self.spec.child_first + 12)
+            per_node = self.cost_per_node or self.spec.node_cost
             expected = per_node * first + 2
             try:
                 data = self.client.execute(self.document, variables, expected_cost=expected)
-            except ShopifyQueryError as exc:
-                if not _cost_exceeded(exc) or first == 1:
+            except ShopifyCostTooHigh as exc:
+                # more than one query may cost, or than the bucket holds: our estimate was low
+                if first == 1:
                     raise
-                # our estimate was low: learn the real cost per node from the refusal
-                requested, _ = self.client.last_cost
-                if requested and requested > MAX_QUERY_COST:
-                    self.cost_per_node = requested / first
+                if exc.requested > exc.limit:
+                    # requested cost is linear in the page size: learn the cost per node from the refusal
+                    self.cost_per_node = exc.requested / first
                 else:
                     cap = max(1, first // 2)
                 continue
@@ -244,11 +249,13 @@ class _Incremental:
         collected = _connection_nodes(connection)
         after = page_info.get("endCursor")
         while after:
-            target = min(self.settings.target_query_cost, MAX_QUERY_COST)
+            target = _target_cost(self.client, self.settings)
             child_cost = self.child_cost
             # until the first answer, assume a costly child (a line item with money sets) so
             # the pacing waits long enough; the real figure is learned once per fetch
-            first = 25 if child_cost is None else max(1, min(MAX_PAGE_SIZE, int(target // child_cost)))
+            first = max(1, min(MAX_PAGE_SIZE, int(target // (child_cost or 25.0))))
+            if child_cost is None:
+                first = min(first, 25)
             expected = (child_cost or 25.0) * first + 3
             try:
                 data = self.client.execute(
@@ -256,11 +263,10 @@ class _Incremental:
                     {"id": node["id"], "first": first, "after": after},
                     expected_cost=expected,
                 )
-            except ShopifyQueryError as exc:
-                requested, _ = self.client.last_cost
-                if not _cost_exceeded(exc) or first == 1 or not requested:
+            except ShopifyCostTooHigh as exc:
+                if first == 1 or not exc.requested:
                     raise
-                self.child_cost = requested / first
+                self.child_cost = exc.requested / first
                 continue
             requested, _ = self.client.last_cost
             if requested:

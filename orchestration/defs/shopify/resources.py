@@ -76,7 +76,13 @@ class ShopifyStores(dg.ConfigurableResource):
             client_id=secret.get("client_id"),
             client_secret=secret.get("client_secret"),
             base_url=store.api_base_url,
+            # every run's process calling this shop (one per entity fetch) paces to one bucket
+            pacing_dir=self.shared_state_dir(),
         )
+
+    def shared_state_dir(self) -> Path:
+        """Where the processes calling a shop share its rate-limit bucket and bulk-job slots."""
+        return self.settings().data_dir / "shopify_shared"
 
     def fetch_settings(self) -> FetchSettings:
         """Fetcher tunables for this deployment (polling backs off to 15x the first interval)."""
