@@ -7,7 +7,7 @@ typed error whose message tells the user what to do.
 
 ``extensions.cost`` is read in one place, ``_observe_cost``; the pacing state it feeds
 (:mod:`pipelines.shopify.pacing`) is shared by every thread that uses the client and, given
-a ``pacing_dir``, by every process of the machine that calls the same shop, because the
+a ``shared_dir``, by every process of the machine that calls the same shop, because the
 bucket is per app and shop.
 """
 
@@ -147,8 +147,9 @@ class ShopifyClient:
     ``base_url`` overrides ``https://<shop>`` (the devstore serves shops under
     ``http://host:port/shops/<handle>``). Give either ``access_token`` or
     ``client_id`` + ``client_secret``. The token is only ever put in the request header.
-    ``pacing_dir`` is a folder shared by the processes calling the shop: their pacing then
-    shares one view of the shop's cost bucket (without it, only this client's threads do).
+    ``shared_dir`` is a folder shared by the processes calling the shop: their pacing then
+    shares one view of the shop's cost bucket (without it, only this client's threads do),
+    and bulk exports share the shop's bulk-operation slots.
     """
 
     # Backoff and pacing knobs; tests shrink them.
@@ -167,7 +168,7 @@ class ShopifyClient:
         base_url: str | None = None,
         timeout: float = 30.0,
         max_attempts: int = 8,
-        pacing_dir: Path | None = None,
+        shared_dir: Path | None = None,
     ) -> None:
         if not access_token and not (client_id and client_secret):
             raise ValueError(f"ShopifyClient for {shop} needs an access token or client id and secret")
@@ -185,7 +186,8 @@ class ShopifyClient:
         self._token_lock = threading.Lock()
         self._bucket: Bucket | None = None  # the last reading, dated by time.time()
         self._bucket_lock = threading.Lock()
-        self._pacer = Pacer(state_file(pacing_dir, shop, "bucket") if pacing_dir is not None else None)
+        self.shared_dir = shared_dir
+        self._pacer = Pacer(state_file(shared_dir, shop, "bucket") if shared_dir is not None else None)
         self._stats_lock = threading.Lock()
         self._random = random.Random()
         self._local = threading.local()
@@ -220,7 +222,7 @@ class ShopifyClient:
         """The cost bucket as last observed (``at`` is ``time.time()``); None before any answer.
 
         Before this client's first answer it is what the processes sharing its
-        ``pacing_dir`` last learned, so a new run sizes even its first page to the bucket.
+        ``shared_dir`` last learned, so a new run sizes even its first page to the bucket.
         """
         return self._bucket or self._pacer.bucket()
 
@@ -297,7 +299,7 @@ class ShopifyClient:
         """Wait until the shop's bucket should hold ``expected_cost`` points; returns the reservation.
 
         The points are reserved before waiting, so concurrent callers (threads, and processes
-        sharing a ``pacing_dir``) queue behind each other instead of all seeing the same free
+        sharing a ``shared_dir``) queue behind each other instead of all seeing the same free
         points.
         """
         wait, reservation = self._pacer.reserve(expected_cost, max_wait_s=self.max_wait_s)

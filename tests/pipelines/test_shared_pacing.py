@@ -29,7 +29,7 @@ from pathlib import Path
 from pipelines.shopify import ShopifyClient, ShopifyUnavailable, fetch_entity
 shop, token, base_url, entity, work, pacing = sys.argv[1:7]
 work = Path(work)
-with ShopifyClient(shop, access_token=token, base_url=base_url, pacing_dir=Path(pacing) if pacing else None) as client:
+with ShopifyClient(shop, access_token=token, base_url=base_url, shared_dir=Path(pacing) if pacing else None) as client:
     try:
         rows = fetch_entity(client, shop=shop, entity=entity, landing_root=work / "landing",
                             state_dir=work / "state", mode="incremental").rows

@@ -77,7 +77,7 @@ class ShopifyStores(dg.ConfigurableResource):
             client_secret=secret.get("client_secret"),
             base_url=store.api_base_url,
             # every run's process calling this shop (one per entity fetch) paces to one bucket
-            pacing_dir=self.shared_state_dir(),
+            shared_dir=self.shared_state_dir(),
         )
 
     def shared_state_dir(self) -> Path:
