@@ -28,7 +28,7 @@ import httpx
 
 from pipelines.shopify.pacing import Bucket, Pacer
 from pipelines.shopify.settings import API_VERSION, MAX_QUERY_COST
-from pipelines.shopify.shared_state import state_file
+from pipelines.shopify.shared_state import SharedState, state_file
 
 __all__ = [
     "Bucket",
@@ -41,6 +41,7 @@ __all__ = [
     "ShopifyQueryError",
     "ShopifyUnavailable",
     "raise_user_errors",
+    "token_rejection",
 ]
 
 log = logging.getLogger("shopsync.shopify")
@@ -187,6 +188,7 @@ class ShopifyClient:
         self._bucket: Bucket | None = None  # the last reading, dated by time.time()
         self._bucket_lock = threading.Lock()
         self.shared_dir = shared_dir
+        self._token_accepted = False  # set once Shopify answered this client; a 401 clears it
         self._pacer = Pacer(state_file(shared_dir, shop, "bucket") if shared_dir is not None else None)
         self._stats_lock = threading.Lock()
         self._random = random.Random()
@@ -382,6 +384,26 @@ class ShopifyClient:
         ``ShopifyAuthError``, ``ShopifyAccessDenied``, ``ShopifyQueryError`` or
         ``ShopifyUnavailable``.
         """
+        try:
+            data = self._execute(document, variables, expected_cost)
+        except ShopifyAuthError as exc:
+            self._note_token(str(exc))
+            raise
+        if not self._token_accepted:
+            self._note_token(None)
+        return data
+
+    def _note_token(self, rejection: str | None) -> None:
+        """Tell the processes sharing ``shared_dir`` whether Shopify accepts the shop's token."""
+        self._token_accepted = rejection is None
+        if self.shared_dir is None:
+            return
+        with SharedState(state_file(self.shared_dir, self.shop, "token")).edit() as state:
+            state.clear()
+            if rejection is not None:
+                state.update({"rejected": rejection, "at": time.time()})
+
+    def _execute(self, document: str, variables: dict | None, expected_cost: float | None) -> dict:
         body = {"query": document, "variables": variables or {}}
         if expected_cost is None:
             # the same document asked before costs about the same again
@@ -532,6 +554,17 @@ class ShopifyClient:
         raise ShopifyQueryError(
             f"Shopify GraphQL error for {self.shop}: {'; '.join(messages)}", shop=self.shop, errors=errors
         )
+
+
+def token_rejection(shared_dir: Path, shop: str) -> str | None:
+    """Why Shopify last refused the shop's token (401, app uninstalled), or None if it last accepted it.
+
+    Any client given ``shared_dir`` records this: the refusal when Shopify rejects the token,
+    and its end at the first answer after that.
+    """
+    with SharedState(state_file(shared_dir, shop, "token")).edit() as state:
+        rejected = state.get("rejected")
+    return str(rejected) if rejected else None
 
 
 def raise_user_errors(payload: dict[str, Any] | None, operation: str, *, shop: str = "") -> None:

@@ -8,6 +8,7 @@ Changes are caused through the devstore control API (``/_devstore``).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from orchestration.control import ControlSettings, EntityState, StoreRegistry, S
 from orchestration.defs.instance import ensure_warehouse_pool
 from orchestration.defs.shopify.definitions import build_shopify_defs
 from orchestration.defs.shopify.jobs import fetch_key, fetch_run_config, table_key
-from orchestration.defs.shopify.partitions import SHOPIFY_ENTITIES, add_store_partition
+from orchestration.defs.shopify.partitions import SHOPIFY_ENTITIES, STORES_PARTITION, add_store_partition
 from orchestration.defs.shopify.resources import ShopifyStores, SyncPaths
 from orchestration.defs.shopify.sensors import landing_batches_sensor
 
@@ -54,6 +55,7 @@ class Harness:
         ensure_warehouse_pool(instance)
         self.paths = SyncPaths.under(data_dir)
         stores = ShopifyStores(data_dir=str(data_dir), control_url=control_url, bulk_poll_interval_s=0.05)
+        self.stores = stores
         self.defs = build_shopify_defs(stores, self.paths)
         self.job = self.defs.resolve_job_def("shopify_sync")
 
@@ -81,6 +83,22 @@ class Harness:
             return con.execute(sql, params or []).fetchall()
         finally:
             con.close()
+
+    def scheduled_shops(self) -> list[str]:
+        """The stores the real incremental schedule would sync at its next tick."""
+        schedule = self.defs.resolve_schedule_def("incremental_sync_schedule")
+        # a schedule context needs a persistent instance; it holds the same store partitions
+        with dg.instance_for_test() as instance:
+            instance.add_dynamic_partitions(
+                STORES_PARTITION, self.instance.get_dynamic_partitions(STORES_PARTITION)
+            )
+            with dg.build_schedule_context(
+                instance=instance,
+                scheduled_execution_time=datetime(2026, 11, 22, 3, 30, tzinfo=UTC),
+                resources={"stores": self.stores},
+            ) as context:
+                requests = schedule(context)
+        return sorted(r.partition_key for r in requests if r.partition_key)
 
     def live_ids(self, table: str, shop: str) -> set[int]:
         rows = self.query(f"SELECT id FROM shopify.{table} WHERE shop = ? AND _deleted_at IS NULL", [shop])
@@ -240,6 +258,15 @@ def test_missing_scope_skips_the_entity_and_a_revoked_token_says_reconnect(harne
     assert products is not None and products.state is EntityState.FAILED
     assert "read_products" in (products.last_error or "")
     assert h.registry.entity_status(shop, "customers").state is EntityState.SYNCED
+    # the store asks to be reconnected, yet its scheduled syncs go on for what its scopes allow
+    assert h.registry.get_store(shop).status is StoreStatus.RECONNECT_REQUIRED
+    assert h.scheduled_shops() == [shop]
+    changed = sorted(h.devstore.world.shop(shop).records["customers"])[0]  # type: ignore[union-attr]
+    h.control("PATCH", f"/shops/{handle}/records/customers/{changed}", {"note": "while products are skipped"})
+    h.sync(shop)
+    assert h.query("SELECT note FROM shopify.customers WHERE shop = ? AND id = ?", [shop, changed]) == [
+        ("while products are skipped",)
+    ]
 
     # the fix: grant the scope, then retry just that entity (its two assets) for the store
     h.control("POST", f"/shops/{handle}/scopes/grant", {"scope": "read_products"})
@@ -296,3 +323,5 @@ def test_missing_scope_skips_the_entity_and_a_revoked_token_says_reconnect(harne
     store = h.registry.get_store(shop)
     assert store.status is StoreStatus.RECONNECT_REQUIRED
     assert token not in (store.status_detail or "") and all(token not in m for m in messages)
+    # a refused token pauses the schedules until the store is reconnected
+    assert h.scheduled_shops() == []
