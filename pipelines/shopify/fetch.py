@@ -40,6 +40,11 @@ log = logging.getLogger("shopsync.shopify.fetch")
 
 ENTITIES = ("customers", "orders", "products", "collections", "abandoned_checkouts")
 Mode = Literal["bulk", "incremental", "reconcile"]
+# Entities whose reconciliation is a whole export, not an id list. A product joining or leaving
+# a collection does not move the collection's updated_at, so no incremental read sees it;
+# collections are few and their export carries only member ids, so exporting them whole
+# each night brings membership changes in (and still marks deleted collections).
+WHOLE_ON_RECONCILE = frozenset({"collections"})
 
 
 @dataclass(frozen=True)
@@ -50,19 +55,21 @@ class EntitySpec:
     root: str  # QueryRoot connection field
     child: str  # the nested connection drained past its first page
     child_first: int  # children asked for with each node of a page
-    # Requested cost of one node of the page query with its first child page, by Shopify's
-    # cost rules (measured on the devstore, which applies them): sizes the first page until
-    # the first answer tells the real figure, so it is neither refused nor throttled.
+    # Requested cost of one node of the page query with its first child page, and of one
+    # child in a follow-up page, by Shopify's cost rules (measured on the devstore, which
+    # applies them): they size the first pages until an answer tells the real figures, so
+    # those pages are neither refused nor throttled.
     node_cost: float
+    child_cost: float
 
 
 SPECS: dict[str, EntitySpec] = {
-    "customers": EntitySpec("customers", "customers", "metafields", 10, node_cost=21),
-    "orders": EntitySpec("orders", "orders", "lineItems", 5, node_cost=73),
-    "products": EntitySpec("products", "products", "variants", 10, node_cost=14),
-    "collections": EntitySpec("collections", "collections", "products", 100, node_cost=104),
+    "customers": EntitySpec("customers", "customers", "metafields", 10, node_cost=21, child_cost=1.1),
+    "orders": EntitySpec("orders", "orders", "lineItems", 5, node_cost=73, child_cost=9.1),
+    "products": EntitySpec("products", "products", "variants", 10, node_cost=14, child_cost=1.1),
+    "collections": EntitySpec("collections", "collections", "products", 100, node_cost=104, child_cost=1.1),
     "abandoned_checkouts": EntitySpec(
-        "abandoned_checkouts", "abandonedCheckouts", "lineItems", 5, node_cost=39
+        "abandoned_checkouts", "abandonedCheckouts", "lineItems", 5, node_cost=39, child_cost=6.1
     ),
 }
 
@@ -250,13 +257,10 @@ class _Incremental:
         after = page_info.get("endCursor")
         while after:
             target = _target_cost(self.client, self.settings)
-            child_cost = self.child_cost
-            # until the first answer, assume a costly child (a line item with money sets) so
-            # the pacing waits long enough; the real figure is learned once per fetch
-            first = max(1, min(MAX_PAGE_SIZE, int(target // (child_cost or 25.0))))
-            if child_cost is None:
-                first = min(first, 25)
-            expected = (child_cost or 25.0) * first + 3
+            # the entity's known cost per child until the first answer tells the real one
+            child_cost = self.child_cost or self.spec.child_cost
+            first = max(1, min(MAX_PAGE_SIZE, int((target - 3) // child_cost)))
+            expected = child_cost * first + 3
             try:
                 data = self.client.execute(
                     self.children_document,
@@ -357,7 +361,7 @@ def fetch_entity(
 
     ``bulk`` is the full export (first sync and every re-sync; its batch is ``complete``),
     ``incremental`` the paged read of what changed since the last watermark, ``reconcile``
-    an ids-only full export. ``scopes`` are the granted scopes if the caller already read
+    an ids-only full export (a whole one for :data:`WHOLE_ON_RECONCILE`). ``scopes`` are the granted scopes if the caller already read
     them (else they are read here). Missing scopes give a skipped result, not an error.
     """
     if entity not in SPECS:
@@ -386,6 +390,8 @@ def fetch_entity(
             # one, and a reconciliation batch marks every absent id deleted: land nothing
             log.info("%s: orders reconciliation skipped, only 60 days of orders are readable", shop)
             return result
+        if mode == "reconcile" and entity in WHOLE_ON_RECONCILE:
+            mode = "bulk"
         try:
             if mode == "incremental":
                 runner = _Incremental(

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import pytest
-from test_sync_pipeline import CHILD_TABLES, PARENT_TABLES, harness_factory  # noqa: F401  (fixture)
+from test_sync_pipeline import harness_factory  # noqa: F401  (fixture)
 
 from orchestration.defs.shopify.jobs import fetch_run_config
 from pipelines.shopify.cursors import state_path
@@ -101,9 +101,7 @@ def test_faults_and_a_killed_bulk_fetch_still_end_with_the_truth(harness_factory
         same_slice = [op["id"] for op in operations.values() if op["query"] == job["query"]]
         assert same_slice == [job["id"]], f"slice {piece['start']}..{piece['end']} was submitted again"
 
-    truth = h.truth(domain)
-    for table in [*PARENT_TABLES.values(), *CHILD_TABLES.values()]:
-        assert h.live_ids(table, domain) == truth[table], f"shopify.{table} differs from the devstore"
+    assert h.mismatches(domain) == []
     duplicates = h.query("SELECT count(*) - count(DISTINCT (shop, id)) FROM shopify.customers")[0][0]
     assert duplicates == 0
-    print(json.dumps({"faults": injected.get("counters", injected), "tables_checked": len(truth)}))
+    print(json.dumps({"faults": injected.get("counters", injected)}))
