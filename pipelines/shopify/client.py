@@ -228,6 +228,15 @@ class ShopifyClient:
         """
         return self._bucket or self._pacer.bucket()
 
+    def available_points(self) -> float | None:
+        """Points the shop's bucket should hold now, net of requests still in flight (None if unknown).
+
+        Counts the reservations of every thread and, with a ``shared_dir``, every process
+        calling the shop.
+        """
+        bucket = self._pacer.bucket()
+        return None if bucket is None else bucket.available_at(time.time())
+
     # auth --------------------------------------------------------------------------------
     def _auth_error(self) -> ShopifyAuthError:
         return ShopifyAuthError(
