@@ -43,6 +43,7 @@ from typing import Any, cast
 
 import dlt
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow as pa
 from dlt.common.exceptions import DltException
@@ -51,7 +52,7 @@ from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from pipelines.landing import ENGAGEMENT, Manifest, iter_batches, mark_loaded, pending_batches
 from pipelines.loader_specs import GID_TYPE, SPECS, ChildSpec, EntitySpec, gid_number
 from pipelines.observability import record_lag
-from pipelines.tables import LANDING, ROW_HASH, WAREHOUSE, warehouse_schema
+from pipelines.tables import LANDING, LINEAGE, ROW_HASH, WAREHOUSE, warehouse_schema
 
 log = logging.getLogger("shopsync.loader")
 
@@ -111,14 +112,24 @@ class LoadResult:
 
 @dataclass
 class ParsedBatch:
-    """A batch flattened into warehouse-shaped frames (not yet compared with the warehouse)."""
+    """A batch flattened into warehouse-shaped frames (not yet compared with the warehouse).
 
-    parents: pl.DataFrame  # one row per parent id (latest version in the batch), with _row_hash
+    The frames hold the business columns; ``row_hash`` is the parents' content hash, kept
+    apart so the million-row parent frame is never re-laid out to take one more column. The
+    columns that are the same on every row of a batch (``shop`` and the lineage) are added
+    when the rows become Arrow tables for dlt (:func:`_load_table`), as dictionary arrays of
+    one value.
+    """
+
+    parents: pl.DataFrame  # one row per parent id (latest version in the batch)
     children: dict[str, pl.DataFrame]  # child table → rows of the parents above
     deleted_ids: pl.Series  # parent ids whose last line in the batch is a delete marker
     present_ids: pl.Series  # every parent id in the batch (for complete batches)
     deleted_triggered: pl.DataFrame = field(  # id, triggered_at: when Shopify reported each delete
         default_factory=lambda: pl.DataFrame(schema={"id": pl.Int64, "triggered_at": pl.String})
+    )
+    row_hash: pl.Series = field(  # aligned with ``parents``: the row and its children
+        default_factory=lambda: pl.Series(ROW_HASH, [], pl.Int64)
     )
 
 
@@ -264,6 +275,58 @@ def iter_decoded_blocks(path: Path, schema: dict[str, pl.DataType]) -> Iterator[
         con.close()
 
 
+# Columns with one value per batch: added on the Arrow side, never materialised per row.
+_CONSTANT = ("shop", *LINEAGE)
+
+
+def _frame_schema(table: str, *, parent: bool) -> dict[str, pl.DataType]:
+    """The columns a parsed frame of ``table`` carries: the warehouse's, minus the per-batch
+    constants and the row hash (kept apart, see :class:`ParsedBatch`)."""
+    return {
+        k: v
+        for k, v in warehouse_schema(table, parent=parent).items()
+        if k not in _CONSTANT and k != ROW_HASH
+    }
+
+
+def _load_table(
+    frame: pl.DataFrame,
+    shop: str,
+    batch_id: str,
+    loaded_at: datetime,
+    *,
+    keys: Sequence[str] = (),
+    extra: Sequence[pl.Series] = (),
+) -> pa.Table:
+    """``frame`` as the Arrow table dlt writes: plus ``shop`` and lineage, ``keys`` declared NOT NULL.
+
+    The per-batch constants are dictionary arrays of one value (a byte per row): as plain
+    columns they cost tens of bytes per row, hundreds of MB on a million-order backfill.
+    dlt and DuckDB read them as the plain type. A parent's ``shop`` and ``id`` are declared
+    NOT NULL, as dlt declares merge keys.
+    """
+    table = frame.to_arrow()
+    n = table.num_rows
+    indices = pa.array(np.zeros(n, dtype=np.int8))
+
+    def constant(value: Any, dtype: pa.DataType) -> pa.Array:
+        return pa.DictionaryArray.from_arrays(indices, pa.array([value], dtype))
+
+    columns = {
+        "shop": constant(shop, pa.string()),
+        "_batch_id": constant(batch_id, pa.string()),
+        "_loaded_at": constant(loaded_at, pa.timestamp("us", "UTC")),
+        "_deleted_at": pa.nulls(n, pa.timestamp("us", "UTC")),
+    }
+    for series in extra:
+        table = table.append_column(series.name, series.to_arrow())
+    for name, array in columns.items():
+        table = table.append_column(pa.field(name, array.type), array)
+    if not keys:
+        return table
+    return table.cast(pa.schema([f.with_nullable(False) if f.name in keys else f for f in table.schema]))
+
+
 def _conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     return frame.select(
         [pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c) for c, t in schema.items()]
@@ -272,6 +335,16 @@ def _conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFram
 
 def _business_hash(columns: Sequence[str]) -> pl.Expr:
     return pl.struct(list(columns)).hash(_HASH_SEED)
+
+
+def _parent_business(spec: EntitySpec) -> list[str]:
+    """The parent columns its content hash covers (all but the keys)."""
+    return [c for c in WAREHOUSE[spec.table] if c not in ("shop", "id")]
+
+
+def _child_business(child: ChildSpec) -> list[str]:
+    """The child columns their parent's content hash covers."""
+    return [c for c in WAREHOUSE[child.table] if c != "shop"]
 
 
 @dataclass
@@ -314,13 +387,20 @@ def _flatten_block(spec: EntitySpec, raw: pl.DataFrame, reconcile: bool) -> _Pie
     deletes = block.filter(is_parent & is_delete).select("_num", "_line", "__triggered_at").collect()
     upserts = block.filter(is_parent & ~is_delete)
     inline = [c.inline for c in spec.children if c.inline]
-    parents = upserts.select(
-        pl.col("_line"),
-        pl.col("_num").alias("id"),
-        *[expr.alias(name) for name, expr in spec.columns.items()],
-        # Inline children enter the row hash through the hash of their raw list.
-        *[pl.col(name).hash(_HASH_SEED).alias(f"_ih_{name}") for name in inline],
-    ).collect()
+    # Row hashes are computed block by block (a row's hash is its own): over a whole batch the
+    # struct of every column would be one more copy of it.
+    parents = (
+        upserts.select(
+            pl.col("_line"),
+            pl.col("_num").alias("id"),
+            *[expr.alias(name) for name, expr in spec.columns.items()],
+            # Inline children enter the row hash through the hash of their raw list.
+            *[pl.col(name).hash(_HASH_SEED).alias(f"_ih_{name}") for name in inline],
+        )
+        .with_columns(_business_hash([*_parent_business(spec), *(f"_ih_{n}" for n in inline)]).alias("_h"))
+        .drop([f"_ih_{n}" for n in inline])
+        .collect()
+    )
     children: dict[str, pl.DataFrame] = {}
     for child in spec.children:
         if child.inline:
@@ -332,11 +412,15 @@ def _flatten_block(spec: EntitySpec, raw: pl.DataFrame, reconcile: bool) -> _Pie
                 .filter(pl.col(child.inline).is_not_null())
                 .unnest(child.inline)
             )
-            children[child.table] = source.select(
-                pl.col("_pid").alias(child.parent_key),
-                pl.col("_pline"),
-                *[e.alias(n) for n, e in child.columns.items()],
-            ).collect()
+            children[child.table] = (
+                source.select(
+                    pl.col("_pid").alias(child.parent_key),
+                    pl.col("_pline"),
+                    *[e.alias(n) for n, e in child.columns.items()],
+                )
+                .with_columns(_business_hash(_child_business(child)).alias("_hc"))
+                .collect()
+            )
         else:
             children[child.table] = (
                 block.filter(pl.col("_type") == child.row_type)
@@ -345,6 +429,7 @@ def _flatten_block(spec: EntitySpec, raw: pl.DataFrame, reconcile: bool) -> _Pie
                     pl.col("_line").alias("_pline"),
                     *[e.alias(n) for n, e in child.columns.items()],
                 )
+                .with_columns(_business_hash(_child_business(child)).alias("_hc"))
                 .collect()
             )
     return _Pieces(parents, deletes, present, children)
@@ -410,22 +495,17 @@ def _resolve(
     spec: EntitySpec, pieces: list[_Pieces], shop: str, batch_id: str, loaded_at: datetime, reconcile: bool
 ) -> ParsedBatch:
     """Batch-wide: pick each parent's surviving version, its children, deletes and hashes."""
-    parent_schema = warehouse_schema(spec.table, parent=True)
+    parent_schema = _frame_schema(spec.table, parent=True)
     present_ids = (
         pl.concat([p.present for p in pieces], rechunk=False) if pieces else pl.Series("id", [], pl.Int64)
     )
     empty_children = {
-        c.table: pl.DataFrame(schema=warehouse_schema(c.table, parent=False)) for c in spec.children
+        c.table: pl.DataFrame(schema=_frame_schema(c.table, parent=False)) for c in spec.children
     }
     if reconcile or not pieces:
         return ParsedBatch(
             pl.DataFrame(schema=parent_schema), empty_children, pl.Series("id", [], pl.Int64), present_ids
         )
-    lineage = [
-        pl.lit(batch_id, pl.String).alias("_batch_id"),
-        pl.lit(loaded_at).cast(pl.Datetime("us", "UTC")).alias("_loaded_at"),
-        pl.lit(None, pl.Datetime("us", "UTC")).alias("_deleted_at"),
-    ]
     parents = pl.concat([p.parents for p in pieces], rechunk=False)
     # Every version's line, for attributing __parentId children when a parent repeats.
     versions = parents.select("id", "_line") if parents["id"].n_unique() < parents.height else None
@@ -451,12 +531,9 @@ def _resolve(
             pl.col("_num").alias("id"), pl.col("_triggered").alias("triggered_at")
         )
         parents = parents.filter(pl.col("_del_line").is_null() | (pl.col("_del_line") < pl.col("_line")))
-    parents = parents.with_columns(pl.lit(shop, pl.String).alias("shop"))
-
-    business = [c for c in WAREHOUSE[spec.table] if c not in ("shop", "id")]
-    hashes: list[pl.Expr] = [
-        _business_hash(business + [f"_ih_{c.inline}" for c in spec.children if c.inline]).alias("_h")
-    ]
+    # The hashes stay Series of their own: adding one to the chunked parent frame would copy
+    # every parent column into one chunk (hundreds of MB on a backfill).
+    hashes: list[pl.Series] = [parents["_h"]]
     children: dict[str, pl.DataFrame] = {}
     for child in spec.children:
         frame = pl.concat([p.children[child.table] for p in pieces], rechunk=False)
@@ -474,9 +551,11 @@ def _resolve(
         if child.key != ("id",) or frame["id"].n_unique() < frame.height:
             frame = frame.unique(keys, keep="last", maintain_order=True)
         frame = frame.drop("_pline")
-        child_business = [c for c in WAREHOUSE[child.table] if c != "shop"]
-        sums = frame.group_by(child.parent_key).agg(
-            _business_hash(child_business).sum().alias(f"_h_{child.table}")
+        # (two columns first: grouping the whole frame would lay every column out in one chunk)
+        sums = (
+            frame.select(child.parent_key, "_hc")
+            .group_by(child.parent_key)
+            .agg(pl.col("_hc").sum().alias(f"_h_{child.table}"))
         )
         # Joined onto the id column alone: joining the whole frame would copy every parent
         # column once per child table.
@@ -486,11 +565,12 @@ def _resolve(
             .get_column(f"_h_{child.table}")
             .fill_null(0)
         )
-        hashes.append(pl.lit(child_hash))
-        frame = frame.with_columns(pl.lit(shop, pl.String).alias("shop"), *lineage)
-        children[child.table] = _conform(frame, warehouse_schema(child.table, parent=False))
-    parents = parents.with_columns(
-        pl.struct(hashes).hash(_HASH_SEED).reinterpret(signed=True).alias(ROW_HASH), *lineage
+        hashes.append(child_hash)
+        children[child.table] = _conform(frame, _frame_schema(child.table, parent=False))
+    row_hash = (
+        pl.DataFrame(hashes)
+        .select(pl.struct(pl.all()).hash(_HASH_SEED).reinterpret(signed=True).alias(ROW_HASH))
+        .to_series()
     )
     return ParsedBatch(
         parents=_conform(parents, parent_schema),
@@ -498,6 +578,7 @@ def _resolve(
         deleted_ids=deleted_ids,
         present_ids=present_ids,
         deleted_triggered=deleted_triggered,
+        row_hash=row_hash,
     )
 
 
@@ -576,13 +657,6 @@ def _classify(
         .otherwise(pl.lit("updated"))
         .alias("_action")
     )
-
-
-def _arrow(frame: pl.DataFrame, keys: Sequence[str]) -> pa.Table:
-    """``frame`` as Arrow with its key columns declared NOT NULL, as dlt declares merge keys."""
-    table = frame.to_arrow()
-    schema = pa.schema([f.with_nullable(False) if f.name in keys else f for f in table.schema])
-    return table.cast(schema)
 
 
 def _shop_has_rows(con: duckdb.DuckDBPyConnection, tables: Sequence[str], shop: str) -> bool:
@@ -742,7 +816,9 @@ def _load_batch(pipeline: dlt.Pipeline, manifest: Manifest, path: Path) -> LoadR
 
     with pipeline.sql_client() as client:
         con = client.native_connection
-        plan = _classify(con, spec, parsed.parents.select("id", "updated_at", ROW_HASH), manifest.shop)
+        plan = _classify(
+            con, spec, parsed.parents.select("id", "updated_at").with_columns(parsed.row_hash), manifest.shop
+        )
         counts = dict(plan.group_by("_action").len().iter_rows())
         # A first load of the store's entity writes every row into tables holding none of the
         # store's: appending gives what the merge would, without staging every row first.
@@ -756,42 +832,45 @@ def _load_batch(pipeline: dlt.Pipeline, manifest: Manifest, path: Path) -> LoadR
     if n_written:
         # A first load writes every row: skip the filtering copies (they matter at millions).
         everything = n_written == parsed.parents.height
-        parents = parsed.parents
+        parents, row_hash = parsed.parents, parsed.row_hash
         if not everything:
-            written_ids = plan.filter(pl.col("_action").is_in(["inserted", "updated"])).select("id")
-            parents = parents.join(written_ids, on="id", how="semi")
+            written_ids = plan.filter(pl.col("_action").is_in(["inserted", "updated"]))["id"]
+            keep = parents["id"].is_in(written_ids.implode())
+            parents, row_hash = parents.filter(keep), row_hash.filter(keep)
         if manifest.partial and any(c.inline is None for c in spec.children):
             # The hash covers the children, and a partial file's may be cut short: store none,
             # so the next complete version never reads as "unchanged" and replaces them.
-            parents = parents.with_columns(pl.lit(None, pl.Int64).alias(ROW_HASH))
-        resources = [_parent_resource(spec.table, _arrow(parents, ("shop", "id")), append=append)]
+            row_hash = pl.repeat(None, parents.height, dtype=pl.Int64, eager=True).alias(ROW_HASH)
+        lineage = (manifest.shop, manifest.batch_id, loaded_at)
+        written = parents.select(pl.col("id"))
         result.rows[spec.table] = parents.height
+        parent_table = _load_table(parents, *lineage, keys=("shop", "id"), extra=[row_hash])
+        resources = [_parent_resource(spec.table, parent_table, append=append)]
+        # from here the Arrow tables hold the rows: each frame is dropped once converted
+        del parents, row_hash, parent_table
+        parsed.parents = parsed.parents.clear()
         for child in spec.children:
-            rows = parsed.children[child.table]
+            rows = parsed.children.pop(child.table)
             if not everything:
-                rows = rows.join(
-                    parents.select(pl.col("id").alias(child.parent_key)), on=child.parent_key, how="semi"
-                )
+                rows = rows.join(written.rename({"id": child.parent_key}), on=child.parent_key, how="semi")
             result.rows[child.table] = rows.height
             # Inline children sit inside their parent's line, which is always whole; child
             # lines of a partial file may be cut short, so they must not replace any.
             replace = not (manifest.partial and child.inline is None)
-            tables = [rows.to_arrow()]
+            tables = [_load_table(rows, *lineage)]
+            del rows
             if replace and not append:
                 scope = _conform(
-                    parents.select(pl.col("shop"), pl.col("id").alias(child.parent_key)),
-                    warehouse_schema(child.table, parent=False),
+                    written.rename({"id": child.parent_key}), _frame_schema(child.table, parent=False)
                 )
-                tables.append(scope.to_arrow())
+                tables.append(_load_table(scope, *lineage))
                 del scope
             resources.append(_child_resource(child, tables, replace=replace, append=append))
-            del rows, tables
-        parsed.children = {}  # the Arrow tables now hold the data; drop the frames early
+            del tables
         # extract writes the Arrow tables to load files; the Python copies are then dropped
         # before DuckDB merges them, so its working memory never stacks on top of them.
         pipeline.extract(resources, loader_file_format="parquet")
-        del resources, parents
-        parsed.parents = parsed.parents.clear()
+        del resources, written
         pipeline.normalize()
         pipeline.load()
 
