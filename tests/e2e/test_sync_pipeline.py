@@ -27,6 +27,7 @@ from orchestration.defs.shopify.resources import ShopifyStores, SyncPaths
 from orchestration.defs.shopify.sensors import landing_batches_sensor
 from pipelines.landing import iter_batches
 from pipelines.shopify.cursors import IncrementalCursor
+from pipelines.tables import WAREHOUSE
 
 # devstore table -> (warehouse table, parent column in the devstore's child rows or None)
 PARENT_TABLES = {e: e for e in SHOPIFY_ENTITIES}
@@ -351,7 +352,9 @@ def test_missing_scope_skips_the_entity_and_a_revoked_token_says_reconnect(harne
         table_key("products"),
     }
     assert h.registry.entity_status(shop, "products").state is EntityState.SYNCED
-    assert h.mismatches(shop) == []
+    # everything but collections (skipped for the same scope, not retried here) equals the store
+    every = [t for t in WAREHOUSE if not t.startswith("collection")]
+    assert h.mismatches(shop, every) == []
 
     # a fetch run on its own leaves landing batches; the sensor turns them into one load run
     created = h.control(
