@@ -4,7 +4,9 @@ Generates a Shopify bulk-export file of orders with line items (Order lines foll
 their LineItem lines with ``__parentId``, the shape of ``orders.fields.graphql``), lands it
 as one batch, then in separate child processes:
 
-- ours: ``load_pending`` (Polars read + flatten → Arrow → dlt merge into ``shopify.*``);
+- ours: ``load_pending`` (DuckDB's JSON reader decodes blocks against the declared landing
+  schema → Polars flattens and hashes → Arrow → dlt; a store's first load appends, later
+  loads merge on ``(shop, id)``);
 - reference: ``CREATE TABLE t AS SELECT * FROM read_json(file)`` in a fresh DuckDB file.
 
 Prints both times, the speed ratio (duckdb_time / our_time; goal ≥ 0.5) and each process's
@@ -13,14 +15,20 @@ peak RSS (goal < 3 GB for ours).
     .venv/bin/python bench/bench_loader.py            # 1,000,000 orders
     .venv/bin/python bench/bench_loader.py --quick    # 50,000 orders
 
-Measured 2026-11-22 on the shared 2-core CI box, 1M orders + 3M line items, 3.07 GB of
-JSONL. Before issue 3's changes: ours 26.4 s vs DuckDB 12.2 s (ratio 0.46), peak RSS 3.39 GB.
-After (07:38 UTC, load average 1.8-2.1): ours 30.1 s vs DuckDB 12.7 s (ratio 0.42, goal
-NOT met), our peak RSS 2.58 GB (goal met; DuckDB 0.87 GB). The ratio moves by about ±0.1
-with the box's load (0.52 at load 5, 0.49 at load 4 with 16 MB blocks), so compare only
-runs made at the same time. Decoding with DuckDB's ``read_json`` (explicit ``columns``)
-instead of Arrow's reader was measured 1.7x faster on the decode alone but raised our peak
-to 5 GB (the decoded blocks stayed resident), so it is not used yet.
+Measured 2026-12-06 on the shared 2-core box, 1M orders + 3M line items, 3.07 GB of JSONL,
+each run under ``flock /tmp/shopsync-bench.lock``, the loader before issue 3's gap work
+(commit f7228af, Arrow's JSON reader, staging merge) and after it, back to back:
+
+- 21:09 (load average 4-5): before 38.1 s vs DuckDB 13.3 s, ratio 0.35, peak 2.79 GB;
+  21:27: after 14.6 s vs DuckDB 10.4 s, ratio 0.71, peak 2.97 GB (before the memory work).
+- 21:36-21:42 (load average 2.7-6.5): before 57.6 s vs 38.0 s, ratio 0.66, peak 2.50 GB;
+  after 19.8 s vs 18.4 s, ratio 0.93, peak 2.28 GB.
+
+The ratio moves a lot with the box's load (DuckDB's reader is multi-threaded and suffers
+most from contention), so compare only runs made back to back. What changed: decoding with
+DuckDB's reader (about 0.4x the CPU of Arrow's), appending instead of staging + merging on a
+store's first load, and keeping peak memory down (constant columns as one-value dictionary
+arrays, row hashes per block, no re-chunking of million-row frames).
 """
 
 from __future__ import annotations
@@ -232,7 +240,7 @@ def main() -> None:
         duck = _child(["--child", "duckdb", "--workdir", str(workdir), "--data", str(reference_copy)])
         lines = manifest.rows
         print(
-            f"ours   (loader: Polars → Arrow → dlt merge): {ours['seconds']:7.2f}s  "
+            f"ours   (loader: DuckDB decode → Polars → dlt):{ours['seconds']:7.2f}s  "
             f"{lines / ours['seconds']:>12,.0f} lines/s  peak RSS {ours['peak_mb']:,.0f} MB  rows {ours['rows']}"
         )
         print(

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, delete, event, select
@@ -406,7 +407,15 @@ class StoreRegistry:
             "client_id": secret.get("client_id"),
             "client_secret": secret.get("client_secret"),
             "base_url": store.api_base_url,
+            # every process calling this shop (one per entity fetch, the pusher, the CLI)
+            # paces to one bucket and shares the bulk-operation slots
+            "shared_dir": self.shared_state_dir,
         }
+
+    @property
+    def shared_state_dir(self) -> Path:
+        """Where the processes calling a shop share its rate-limit bucket and bulk-job slots."""
+        return self.settings.data_dir / "shopify_shared"
 
     def webhook_secrets(self, domain: str) -> tuple[str, ...]:
         """The app secrets that may sign the store's webhooks (empty if none is known)."""

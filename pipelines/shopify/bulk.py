@@ -2,8 +2,11 @@
 
 A full export of one entity is a *plan* of ``updated_at`` slices, persisted in the state
 folder with the bulk job id of every submitted slice. A restarted run loads the plan and
-polls the jobs it already submitted instead of submitting them again. Up to
-``max_concurrent_jobs`` slices run at once. A job that runs longer than the slice timeout
+polls the jobs it already submitted instead of submitting them again. Shopify runs up to
+``max_concurrent_jobs`` bulk queries per app and shop; the exports of one shop (each entity
+is fetched in its own process) take turns through :class:`BulkSlots`, shared through the
+client's ``shared_dir``. Should Shopify still answer LIMIT_REACHED (jobs of another machine,
+or of a process that died), the slice waits for a job to finish and is submitted then. A job that runs longer than the slice timeout
 is cancelled and its slice halved; a FAILED job's partial data is landed at once (as a
 batch that is not complete) and its slice run again. When every slice is done their JSONL
 files are joined, in slice order, into one landing batch.
@@ -31,6 +34,7 @@ from pipelines import landing
 from pipelines.shopify import cursors, documents
 from pipelines.shopify.client import ShopifyClient, ShopifyQueryError, ShopifyUnavailable, raise_user_errors
 from pipelines.shopify.settings import FetchSettings
+from pipelines.shopify.shared_state import SharedState, state_file
 
 log = logging.getLogger("shopsync.shopify.bulk")
 
@@ -151,6 +155,67 @@ def _trim_partial_line(path: Path) -> None:
                 return
             end = start
         fh.truncate(0)
+
+
+# slots -------------------------------------------------------------------------------------
+class BulkSlots:
+    """The shop's bulk-operation slots, taken and given back by every export of the shop.
+
+    A slot is taken before submitting (under a provisional key), renamed to the job id once
+    Shopify accepts the job, renewed at every poll and given back when the job is seen
+    finished or cancelled. A slot whose holder stopped polling (its process died) lapses
+    after ``ttl_s``; a restarted run that resumes the job takes it again.
+    """
+
+    def __init__(
+        self, path: Path | None, limit: int, *, ttl_s: float = 600.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._state = SharedState(path)
+        self.limit = max(1, limit)
+        self.ttl_s = ttl_s
+        self._clock = clock
+
+    def _held(self, state: dict[str, Any]) -> dict[str, float]:
+        now = self._clock()
+        held = state.get("held")
+        if not isinstance(held, dict):
+            return {}
+        return {k: float(v) for k, v in held.items() if isinstance(v, int | float) and v >= now}
+
+    def take(self) -> str | None:
+        """A provisional slot key, or None when every slot is held."""
+        with self._state.edit() as state:
+            held = self._held(state)
+            if len(held) >= self.limit:
+                state["held"] = held
+                return None
+            key = "pending-" + secrets.token_hex(4)
+            held[key] = self._clock() + self.ttl_s
+            state["held"] = held
+            return key
+
+    def hold(self, job_id: str, provisional: str | None = None) -> None:
+        """Hold (or keep holding) a slot for a running job, replacing its provisional key."""
+        with self._state.edit() as state:
+            held = self._held(state)
+            if provisional is not None:
+                held.pop(provisional, None)
+            held[job_id] = self._clock() + self.ttl_s
+            state["held"] = held
+
+    def give_back(self, key: str | None) -> None:
+        """The job finished (or was never submitted): its slot is free."""
+        if key is None:
+            return
+        with self._state.edit() as state:
+            held = self._held(state)
+            held.pop(key, None)
+            state["held"] = held
+
+    def count(self) -> int:
+        """Slots held now."""
+        with self._state.edit() as state:
+            return len(self._held(state))
 
 
 # the plan ----------------------------------------------------------------------------------
@@ -280,6 +345,14 @@ class BulkExport:
         self.warnings: list[str] = []
         self.batches: list[landing.Manifest] = []
         self.submitted = 0
+        self.deferred = 0  # submissions put off because the shop's bulk slots were all taken
+        shared = client.shared_dir
+        self.slots = BulkSlots(
+            state_file(shared, shop, "bulk_slots") if shared is not None else None,
+            settings.max_concurrent_jobs,
+            # a held slot lapses only well after a healthy poller would have renewed it
+            ttl_s=max(600.0, 4 * settings.max_poll_interval_s),
+        )
 
     # persistence -----------------------------------------------------------------------
     def load_plan(self, kind: str) -> Plan | None:
@@ -308,6 +381,10 @@ class BulkExport:
     def run(self, plan: Plan, *, complete_if_whole: bool = True) -> ExportOutcome:
         """Drive every slice to done (or given up), then land the joined result."""
         resumed = any(s.job_id for s in plan.slices)
+        for piece in plan.slices:
+            if piece.status == "running" and piece.job_id:
+                # a resumed job still runs at Shopify: it keeps its slot
+                self.slots.hold(piece.job_id)
         self.save_plan(plan)
         query_doc = documents.load(plan.document)
         interval = self.settings.poll_interval_s
@@ -350,19 +427,33 @@ class BulkExport:
                 # the open-ended slice goes last: a record updated during the export leaves its
                 # old slice for this one, so running it after the others cannot miss it
                 continue
+            slot = self.slots.take()
+            if slot is None:
+                # the shop's other exports hold every slot: wait for one of their jobs to finish
+                self.deferred += 1
+                log.info(
+                    "bulk submit of %s/%s deferred: the store's bulk slots are taken", self.shop, self.entity
+                )
+                break
             query = documents.inline_bulk_query(
                 query_doc, {"query": slice_filter(piece, plan.base_filter) or None}
             )
             try:
                 piece.job_id = submit(self.client, query)
             except ShopifyQueryError as exc:
+                self.slots.give_back(slot)
                 limit = any(isinstance(e, dict) and e.get("code") == "LIMIT_REACHED" for e in exc.errors)
                 if running or limit:
-                    # Shopify's per-shop limit (other exports of this app may hold slots too):
+                    # Shopify's per-shop limit (jobs this machine does not know of hold slots):
                     # wait for a job to finish, then submit
+                    self.deferred += 1
                     log.info("bulk submit deferred on %s: %s", self.shop, exc)
                     break
                 raise
+            except BaseException:
+                self.slots.give_back(slot)
+                raise
+            self.slots.hold(piece.job_id, slot)
             piece.status = "running"
             piece.submitted_at = self.clock()
             self.submitted += 1
@@ -377,6 +468,10 @@ class BulkExport:
         for piece in [s for s in plan.slices if s.status == "running"]:
             assert piece.job_id is not None
             job = status(self.client, piece.job_id)
+            if job.status in FINISHED:
+                self.slots.give_back(job.id)
+            else:
+                self.slots.hold(job.id)
             if job.status == "COMPLETED":
                 self._complete(piece, job)
                 changed = True
@@ -398,6 +493,8 @@ class BulkExport:
                     self.settings.slice_timeout_s,
                 )
                 cancel(self.client, job.id)
+                # the cancelled job may hold Shopify's slot a little longer; LIMIT_REACHED covers that
+                self.slots.give_back(job.id)
                 self._retry_slice(plan, piece, "ran past the slice time limit", split=True)
                 changed = True
         return changed

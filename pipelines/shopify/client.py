@@ -5,8 +5,10 @@ is cached and refreshed), paces requests to the shop's cost bucket so that Shopi
 has to answer THROTTLED, retries what is worth retrying, and turns everything else into a
 typed error whose message tells the user what to do.
 
-``extensions.cost`` is read in one place, ``_observe_cost``; the pacing state it feeds is
-shared by every thread that uses the client, because the bucket is per app and shop.
+``extensions.cost`` is read in one place, ``_observe_cost``; the pacing state it feeds
+(:mod:`pipelines.shopify.pacing`) is shared by every thread that uses the client and, given
+a ``shared_dir``, by every process of the machine that calls the same shop, because the
+bucket is per app and shop.
 """
 
 from __future__ import annotations
@@ -19,11 +21,28 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from pipelines.shopify.settings import API_VERSION
+from pipelines.shopify.pacing import Bucket, Pacer
+from pipelines.shopify.settings import API_VERSION, MAX_QUERY_COST
+from pipelines.shopify.shared_state import SharedState, state_file
+
+__all__ = [
+    "Bucket",
+    "ClientStats",
+    "ShopifyAccessDenied",
+    "ShopifyAuthError",
+    "ShopifyClient",
+    "ShopifyCostTooHigh",
+    "ShopifyError",
+    "ShopifyQueryError",
+    "ShopifyUnavailable",
+    "raise_user_errors",
+    "token_rejection",
+]
 
 log = logging.getLogger("shopsync.shopify")
 
@@ -61,6 +80,21 @@ class ShopifyQueryError(ShopifyError):
         self.errors = errors or []
 
 
+class ShopifyCostTooHigh(ShopifyQueryError):
+    """A query asks for more points than Shopify allows one query, or than the shop's bucket holds.
+
+    Asking again cannot help; a smaller page can. ``requested`` is the query's requested cost
+    and ``limit`` the most a query may cost here.
+    """
+
+    def __init__(
+        self, message: str, *, shop: str = "", errors: list[Any] | None = None, requested: float, limit: float
+    ) -> None:
+        super().__init__(message, shop=shop, errors=errors)
+        self.requested = requested
+        self.limit = limit
+
+
 # stats -------------------------------------------------------------------------------------
 @dataclass
 class ClientStats:
@@ -94,20 +128,6 @@ class ClientStats:
         }
 
 
-@dataclass
-class Bucket:
-    """The last known state of the shop's cost bucket (leaky bucket, refilled at ``restore_rate``)."""
-
-    maximum: float
-    available: float
-    restore_rate: float
-    at: float  # time.monotonic() of the observation
-
-    def available_at(self, now: float) -> float:
-        """Points expected to be available at ``now``."""
-        return min(self.maximum, self.available + max(0.0, now - self.at) * self.restore_rate)
-
-
 class _Retry(Exception):
     """Internal: this attempt failed in a retryable way."""
 
@@ -128,6 +148,9 @@ class ShopifyClient:
     ``base_url`` overrides ``https://<shop>`` (the devstore serves shops under
     ``http://host:port/shops/<handle>``). Give either ``access_token`` or
     ``client_id`` + ``client_secret``. The token is only ever put in the request header.
+    ``shared_dir`` is a folder shared by the processes calling the shop: their pacing then
+    shares one view of the shop's cost bucket (without it, only this client's threads do),
+    and bulk exports share the shop's bulk-operation slots.
     """
 
     # Backoff and pacing knobs; tests shrink them.
@@ -146,6 +169,7 @@ class ShopifyClient:
         base_url: str | None = None,
         timeout: float = 30.0,
         max_attempts: int = 8,
+        shared_dir: Path | None = None,
     ) -> None:
         if not access_token and not (client_id and client_secret):
             raise ValueError(f"ShopifyClient for {shop} needs an access token or client id and secret")
@@ -161,8 +185,11 @@ class ShopifyClient:
         self._token: str | None = access_token
         self._token_expires: float | None = None  # monotonic deadline; None = never
         self._token_lock = threading.Lock()
-        self._bucket: Bucket | None = None
+        self._bucket: Bucket | None = None  # the last reading, dated by time.time()
         self._bucket_lock = threading.Lock()
+        self.shared_dir = shared_dir
+        self._token_accepted = False  # set once Shopify answered this client; a 401 clears it
+        self._pacer = Pacer(state_file(shared_dir, shop, "bucket") if shared_dir is not None else None)
         self._stats_lock = threading.Lock()
         self._random = random.Random()
         self._local = threading.local()
@@ -194,8 +221,21 @@ class ShopifyClient:
 
     @property
     def bucket(self) -> Bucket | None:
-        """The last observed cost bucket (None before the first response)."""
-        return self._bucket
+        """The cost bucket as last observed (``at`` is ``time.time()``); None before any answer.
+
+        Before this client's first answer it is what the processes sharing its
+        ``shared_dir`` last learned, so a new run sizes even its first page to the bucket.
+        """
+        return self._bucket or self._pacer.bucket()
+
+    def available_points(self) -> float | None:
+        """Points the shop's bucket should hold now, net of requests still in flight (None if unknown).
+
+        Counts the reservations of every thread and, with a ``shared_dir``, every process
+        calling the shop.
+        """
+        bucket = self._pacer.bucket()
+        return None if bucket is None else bucket.available_at(time.time())
 
     # auth --------------------------------------------------------------------------------
     def _auth_error(self) -> ShopifyAuthError:
@@ -266,34 +306,22 @@ class ShopifyClient:
         )
 
     # pacing ------------------------------------------------------------------------------
-    def _pace(self, expected_cost: float) -> None:
-        """Wait until the bucket should hold ``expected_cost`` points, and reserve them.
+    def _pace(self, expected_cost: float) -> str | None:
+        """Wait until the shop's bucket should hold ``expected_cost`` points; returns the reservation.
 
-        Reserving (lowering the local estimate) before sending keeps several threads from
-        all seeing the same free points.
+        The points are reserved before waiting, so concurrent callers (threads, and processes
+        sharing a ``shared_dir``) queue behind each other instead of all seeing the same free
+        points.
         """
-        if expected_cost <= 0:
-            return
-        with self._bucket_lock:
-            bucket = self._bucket
-            if bucket is None:
-                return
-            now = time.monotonic()
-            # a small margin absorbs rounding and clock differences with Shopify's own bucket
-            need = min(expected_cost * 1.02 + 1.0, bucket.maximum)
-            available = bucket.available_at(now)
-            wait = 0.0 if available >= need else (need - available) / max(bucket.restore_rate, 1e-6)
-            wait = min(wait, self.max_wait_s)
-            # the reservation: available after waiting, minus what this request takes
-            bucket.available = available + wait * bucket.restore_rate - need
-            bucket.at = now + wait
+        wait, reservation = self._pacer.reserve(expected_cost, max_wait_s=self.max_wait_s)
         if wait > 0:
             with self._stats_lock:
                 self.stats.pacing_wait_s += wait
             time.sleep(wait)
+        return reservation
 
     def _observe_cost(self, payload: dict[str, Any]) -> tuple[float | None, float | None]:
-        """Read ``extensions.cost``: update the bucket and the stats. Returns (requested, actual)."""
+        """Read ``extensions.cost``: update the bucket, the pacer and the stats. Returns (requested, actual)."""
         cost = (payload.get("extensions") or {}).get("cost") or {}
         status = cost.get("throttleStatus") or {}
         requested = cost.get("requestedQueryCost")
@@ -306,13 +334,16 @@ class ShopifyClient:
                     restore_rate=float(status["restoreRate"]),
                     # Shopify measured the bucket somewhere between sending and answering; dating the
                     # reading at its arrival never overestimates what has refilled since
-                    at=time.monotonic(),
+                    at=time.time(),
                 )
             except (KeyError, TypeError, ValueError):
                 bucket = None
             if bucket is not None:
                 with self._bucket_lock:
                     self._bucket = bucket
+                reservation = getattr(self._local, "reservation", None)
+                self._pacer.observe(bucket.maximum, bucket.available, bucket.restore_rate, reservation)
+                self._local.reservation = None
         self._local.cost = (
             float(requested) if requested is not None else None,
             float(actual) if actual is not None else None,
@@ -330,7 +361,7 @@ class ShopifyClient:
         if bucket is None:
             return 1.0
         need = min(requested or bucket.maximum * 0.1, bucket.maximum)
-        missing = need - bucket.available_at(time.monotonic())
+        missing = need - bucket.available_at(time.time())
         return max(0.05, missing / max(bucket.restore_rate, 1e-6))
 
     # retries -----------------------------------------------------------------------------
@@ -362,6 +393,26 @@ class ShopifyClient:
         ``ShopifyAuthError``, ``ShopifyAccessDenied``, ``ShopifyQueryError`` or
         ``ShopifyUnavailable``.
         """
+        try:
+            data = self._execute(document, variables, expected_cost)
+        except ShopifyAuthError as exc:
+            self._note_token(str(exc))
+            raise
+        if not self._token_accepted:
+            self._note_token(None)
+        return data
+
+    def _note_token(self, rejection: str | None) -> None:
+        """Tell the processes sharing ``shared_dir`` whether Shopify accepts the shop's token."""
+        self._token_accepted = rejection is None
+        if self.shared_dir is None:
+            return
+        with SharedState(state_file(self.shared_dir, self.shop, "token")).edit() as state:
+            state.clear()
+            if rejection is not None:
+                state.update({"rejected": rejection, "at": time.time()})
+
+    def _execute(self, document: str, variables: dict | None, expected_cost: float | None) -> dict:
         body = {"query": document, "variables": variables or {}}
         if expected_cost is None:
             # the same document asked before costs about the same again
@@ -371,7 +422,7 @@ class ShopifyClient:
         for attempt in range(self.max_attempts):
             if attempt:
                 self._sleep_backoff(attempt, last)
-            self._pace(expected_cost or 0.0)
+            self._local.reservation = self._pace(expected_cost or 0.0)
             try:
                 data = self._attempt(body)
                 requested, _ = self.last_cost
@@ -400,6 +451,10 @@ class ShopifyClient:
                     last = None
                     continue
                 raise
+            finally:
+                # an attempt answered without a cost reading (a reset, a 5xx) ends its reservation
+                self._pacer.release(self._local.reservation)
+                self._local.reservation = None
         reason = last.reason if last else "unknown"
         raise ShopifyUnavailable(
             f"Shopify at {self.shop} kept failing after {self.max_attempts} attempts "
@@ -470,6 +525,17 @@ class ShopifyClient:
         if "THROTTLED" in codes:
             with self._stats_lock:
                 self.stats.throttled += 1
+            bucket = self._bucket
+            if requested is not None and bucket is not None and requested > bucket.maximum:
+                # the bucket never holds this much: waiting for it would be THROTTLED forever
+                raise ShopifyCostTooHigh(
+                    f"A query to {self.shop} asks for {requested:.0f} points, more than the store's whole "
+                    f"rate-limit bucket ({bucket.maximum:.0f}); ask for fewer records per page.",
+                    shop=self.shop,
+                    errors=errors,
+                    requested=requested,
+                    limit=bucket.maximum,
+                )
             raise _Retry("THROTTLED", self._throttle_wait(requested))
         if "ACCESS_DENIED" in codes:
             text = next(m for m, c in zip(messages, codes, strict=True) if c == "ACCESS_DENIED")
@@ -487,14 +553,27 @@ class ShopifyClient:
         if "INTERNAL_SERVER_ERROR" in codes:
             raise _Retry("graphql_internal_error", detail="; ".join(messages)[:300])
         if "MAX_COST_EXCEEDED" in codes:
-            raise ShopifyQueryError(
-                f"Query too expensive for Shopify ({requested} points > 1000): {'; '.join(messages)}",
+            raise ShopifyCostTooHigh(
+                f"Query too expensive for Shopify ({requested} points > {MAX_QUERY_COST}): {'; '.join(messages)}",
                 shop=self.shop,
                 errors=errors,
+                requested=float(requested or 0.0),
+                limit=float(MAX_QUERY_COST),
             )
         raise ShopifyQueryError(
             f"Shopify GraphQL error for {self.shop}: {'; '.join(messages)}", shop=self.shop, errors=errors
         )
+
+
+def token_rejection(shared_dir: Path, shop: str) -> str | None:
+    """Why Shopify last refused the shop's token (401, app uninstalled), or None if it last accepted it.
+
+    Any client given ``shared_dir`` records this: the refusal when Shopify rejects the token,
+    and its end at the first answer after that.
+    """
+    with SharedState(state_file(shared_dir, shop, "token")).edit() as state:
+        rejected = state.get("rejected")
+    return str(rejected) if rejected else None
 
 
 def raise_user_errors(payload: dict[str, Any] | None, operation: str, *, shop: str = "") -> None:

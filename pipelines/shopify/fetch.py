@@ -24,7 +24,7 @@ from pipelines import landing
 from pipelines.landing import Manifest
 from pipelines.shopify import documents
 from pipelines.shopify.bulk import BulkExport, Slice, make_slices
-from pipelines.shopify.client import ShopifyAccessDenied, ShopifyClient, ShopifyQueryError
+from pipelines.shopify.client import ShopifyAccessDenied, ShopifyClient, ShopifyCostTooHigh
 from pipelines.shopify.cursors import IncrementalCursor, Window
 from pipelines.shopify.preflight import ORDERS_WINDOW_MESSAGE, orders_restricted, read_scopes, skip_reason
 from pipelines.shopify.settings import (
@@ -40,6 +40,11 @@ log = logging.getLogger("shopsync.shopify.fetch")
 
 ENTITIES = ("customers", "orders", "products", "collections", "abandoned_checkouts")
 Mode = Literal["bulk", "incremental", "reconcile"]
+# Entities whose reconciliation is a whole export, not an id list. A product joining or leaving
+# a collection does not move the collection's updated_at, so no incremental read sees it;
+# collections are few and their export carries only member ids, so exporting them whole
+# each night brings membership changes in (and still marks deleted collections).
+WHOLE_ON_RECONCILE = frozenset({"collections"})
 
 
 @dataclass(frozen=True)
@@ -50,14 +55,22 @@ class EntitySpec:
     root: str  # QueryRoot connection field
     child: str  # the nested connection drained past its first page
     child_first: int  # children asked for with each node of a page
+    # Requested cost of one node of the page query with its first child page, and of one
+    # child in a follow-up page, by Shopify's cost rules (measured on the devstore, which
+    # applies them): they size the first pages until an answer tells the real figures, so
+    # those pages are neither refused nor throttled.
+    node_cost: float
+    child_cost: float
 
 
 SPECS: dict[str, EntitySpec] = {
-    "customers": EntitySpec("customers", "customers", "metafields", 10),
-    "orders": EntitySpec("orders", "orders", "lineItems", 5),
-    "products": EntitySpec("products", "products", "variants", 10),
-    "collections": EntitySpec("collections", "collections", "products", 100),
-    "abandoned_checkouts": EntitySpec("abandoned_checkouts", "abandonedCheckouts", "lineItems", 5),
+    "customers": EntitySpec("customers", "customers", "metafields", 10, node_cost=21, child_cost=1.1),
+    "orders": EntitySpec("orders", "orders", "lineItems", 5, node_cost=73, child_cost=9.1),
+    "products": EntitySpec("products", "products", "variants", 10, node_cost=14, child_cost=1.1),
+    "collections": EntitySpec("collections", "collections", "products", 100, node_cost=104, child_cost=1.1),
+    "abandoned_checkouts": EntitySpec(
+        "abandoned_checkouts", "abandonedCheckouts", "lineItems", 5, node_cost=39, child_cost=6.1
+    ),
 }
 
 
@@ -120,25 +133,40 @@ def _base_filter(entity: str, restricted: bool, now: datetime) -> str:
     return ""
 
 
-def _page_size(
-    cost_per_node: float | None, client: ShopifyClient, settings: FetchSettings, child_first: int
-) -> int:
-    """Nodes per page so that the requested cost stays below the target (and the bucket share)."""
-    target = min(settings.target_query_cost, MAX_QUERY_COST)
+def _target_cost(client: ShopifyClient, settings: FetchSettings) -> float:
+    """The requested cost to aim a page at: the target, within Shopify's limit and the bucket share."""
+    target = float(min(settings.target_query_cost, MAX_QUERY_COST))
     bucket = client.bucket
     if bucket is not None:
         target = min(target, bucket.maximum * settings.bucket_share)
+    return target
+
+
+def _fit_to_bucket(first: int, per_node: float, client: ShopifyClient) -> int:
+    """A smaller page when the bucket holds less than a full one, instead of waiting for it.
+
+    Shopify takes a query's requested cost (computed from ``first``) when it starts and
+    refunds the unused part when it ends, so a page asks for about twice what it spends.
+    Sending what the bucket holds now, down to a quarter of a page, spends the same points
+    per second with less waiting: it matters at the end of a read (the last pages of a small
+    incremental window) and costs only more, smaller requests while the bucket is empty.
+    """
+    available = client.available_points()
+    if available is None:
+        return first
+    fits = int((available - 3) / (per_node * 1.02))
+    return first if fits >= first else max(1, first // 4, fits)
+
+
+def _page_size(
+    cost_per_node: float | None, client: ShopifyClient, settings: FetchSettings, node_cost: float
+) -> int:
+    """Nodes per page so that the requested cost stays below the target (and the bucket share)."""
+    target = _target_cost(client, settings)
     if not cost_per_node:
-        # before the first answer: a node costs at least its child page plus a few objects
-        return max(1, min(settings.first_page_size, int(target // (child_first + 12))))
+        # before the first answer: the entity's known cost per node, and a small page
+        return max(1, min(settings.first_page_size, int(target // node_cost)))
     return max(1, min(MAX_PAGE_SIZE, int(target // cost_per_node)))
-
-
-def _cost_exceeded(exc: ShopifyQueryError) -> bool:
-    return any(
-        isinstance(e, dict) and (e.get("extensions") or {}).get("code") == "MAX_COST_EXCEEDED"
-        for e in exc.errors
-    )
 
 
 # incremental -------------------------------------------------------------------------------
@@ -188,21 +216,22 @@ class _Incremental:
         after = window.after
         cap: int | None = None
         while True:
-            first = _page_size(self.cost_per_node, self.client, self.settings, self.spec.child_first)
+            first = _page_size(self.cost_per_node, self.client, self.settings, self.spec.node_cost)
             if cap is not None:
                 first = min(first, cap)
+            per_node = self.cost_per_node or self.spec.node_cost
+            first = _fit_to_bucket(first, per_node, self.client)
             variables = {"first": first, "after": after, "query": search, "childFirst": self.spec.child_first}
-            per_node = self.cost_per_node or (self.spec.child_first + 12)
             expected = per_node * first + 2
             try:
                 data = self.client.execute(self.document, variables, expected_cost=expected)
-            except ShopifyQueryError as exc:
-                if not _cost_exceeded(exc) or first == 1:
+            except ShopifyCostTooHigh as exc:
+                # more than one query may cost, or than the bucket holds: our estimate was low
+                if first == 1:
                     raise
-                # our estimate was low: learn the real cost per node from the refusal
-                requested, _ = self.client.last_cost
-                if requested and requested > MAX_QUERY_COST:
-                    self.cost_per_node = requested / first
+                if exc.requested > exc.limit:
+                    # requested cost is linear in the page size: learn the cost per node from the refusal
+                    self.cost_per_node = exc.requested / first
                 else:
                     cap = max(1, first // 2)
                 continue
@@ -244,23 +273,21 @@ class _Incremental:
         collected = _connection_nodes(connection)
         after = page_info.get("endCursor")
         while after:
-            target = min(self.settings.target_query_cost, MAX_QUERY_COST)
-            child_cost = self.child_cost
-            # until the first answer, assume a costly child (a line item with money sets) so
-            # the pacing waits long enough; the real figure is learned once per fetch
-            first = 25 if child_cost is None else max(1, min(MAX_PAGE_SIZE, int(target // child_cost)))
-            expected = (child_cost or 25.0) * first + 3
+            target = _target_cost(self.client, self.settings)
+            # the entity's known cost per child until the first answer tells the real one
+            child_cost = self.child_cost or self.spec.child_cost
+            first = max(1, min(MAX_PAGE_SIZE, int((target - 3) // child_cost)))
+            expected = child_cost * first + 3
             try:
                 data = self.client.execute(
                     self.children_document,
                     {"id": node["id"], "first": first, "after": after},
                     expected_cost=expected,
                 )
-            except ShopifyQueryError as exc:
-                requested, _ = self.client.last_cost
-                if not _cost_exceeded(exc) or first == 1 or not requested:
+            except ShopifyCostTooHigh as exc:
+                if first == 1 or not exc.requested:
                     raise
-                self.child_cost = requested / first
+                self.child_cost = exc.requested / first
                 continue
             requested, _ = self.client.last_cost
             if requested:
@@ -351,7 +378,7 @@ def fetch_entity(
 
     ``bulk`` is the full export (first sync and every re-sync; its batch is ``complete``),
     ``incremental`` the paged read of what changed since the last watermark, ``reconcile``
-    an ids-only full export. ``scopes`` are the granted scopes if the caller already read
+    an ids-only full export (a whole one for :data:`WHOLE_ON_RECONCILE`). ``scopes`` are the granted scopes if the caller already read
     them (else they are read here). Missing scopes give a skipped result, not an error.
     """
     if entity not in SPECS:
@@ -380,6 +407,8 @@ def fetch_entity(
             # one, and a reconciliation batch marks every absent id deleted: land nothing
             log.info("%s: orders reconciliation skipped, only 60 days of orders are readable", shop)
             return result
+        if mode == "reconcile" and entity in WHOLE_ON_RECONCILE:
+            mode = "bulk"
         try:
             if mode == "incremental":
                 runner = _Incremental(

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,15 @@ from devstore.faults import FaultInjector, FaultProfile
 from devstore.generator import generate_world
 from devstore.server import RunningDevstore, create_world, start_in_thread, world_from_tables
 from pipelines import landing
-from pipelines.shopify import FetchSettings, ShopifyClient, ShopifyUnavailable, fetch_entity, preflight
+from pipelines.shopify import (
+    FetchSettings,
+    ShopifyClient,
+    ShopifyCostTooHigh,
+    ShopifyUnavailable,
+    fetch,
+    fetch_entity,
+    preflight,
+)
 from pipelines.shopify import documents as docs
 from pipelines.shopify.bulk import BulkExport, make_slices
 from pipelines.shopify.cursors import IncrementalCursor
@@ -111,13 +122,24 @@ def test_full_bulk_sync_matches_the_devstore_records(store: RunningDevstore, tmp
     some_id, record = next((i, r) for i, r in state.records["customers"].items() if r.get("email"))
     assert customers[some_id]["defaultEmailAddress"]["emailAddress"] == record["email"]
     orders = _rows(_landed(tmp_path, shop["domain"], "orders"), tmp_path)
-    order = next(r for r in orders if "__parentId" not in r)
-    source = state.records["orders"][int(order["id"].rsplit("/", 1)[1])]
-    # money stays a decimal string in shop and presentment currency
-    assert order["totalPriceSet"]["shopMoney"]["amount"] == source["total_price"] or float(
-        order["totalPriceSet"]["shopMoney"]["amount"]
-    ) == float(source["total_price"])
-    assert isinstance(order["totalPriceSet"]["presentmentMoney"]["amount"], str)
+    # money stays a decimal string in shop and presentment currency, exactly the store's amounts
+    bags = {
+        "subtotalPriceSet": "subtotal_price",
+        "totalPriceSet": "total_price",
+        "totalTaxSet": "total_tax",
+        "totalDiscountsSet": "total_discounts",
+        "totalShippingPriceSet": "total_shipping_price",
+        "totalRefundedSet": "total_refunded",
+    }
+    for order in (r for r in orders if "__parentId" not in r):
+        source = state.records["orders"][int(order["id"].rsplit("/", 1)[1])]
+        for field, column in bags.items():
+            shop_money, presentment = order[field]["shopMoney"], order[field]["presentmentMoney"]
+            assert isinstance(shop_money["amount"], str) and isinstance(presentment["amount"], str)
+            assert Decimal(shop_money["amount"]) == Decimal(source[column]), (order["id"], field)
+            expected = source.get(f"{column}_presentment") or source[column]
+            assert Decimal(presentment["amount"]) == Decimal(expected), (order["id"], field)
+            assert presentment["currencyCode"] == source["presentment_currency_code"]
     line_items = [r for r in orders if r["id"].startswith("gid://shopify/LineItem/")]
     assert len(line_items) == sum(len(v) for v in state.children["order_line_items"].values())
     collections = _rows(_landed(tmp_path, shop["domain"], "collections"), tmp_path)
@@ -521,3 +543,53 @@ def test_paged_rows_have_exactly_the_bulk_shape(store: RunningDevstore, tmp_path
     paged_rows = {(r["id"], r.get("__parentId")): r for r in _rows(paged.batches, tmp_path / "p")}
     assert bulk_rows.keys() == paged_rows.keys()
     assert bulk_rows == paged_rows
+
+
+class _RefusalSpy(ShopifyClient):
+    """A real client that also remembers the queries Shopify refused as too costly."""
+
+    refusals: list[tuple[str, float]]
+
+    def execute(
+        self, document: str, variables: dict | None = None, *, expected_cost: float | None = None
+    ) -> dict:
+        try:
+            return super().execute(document, variables, expected_cost=expected_cost)
+        except ShopifyCostTooHigh as exc:
+            name = re.search(r"^query (\w+)", document, re.MULTILINE)
+            self.refusals.append((name.group(1) if name else "?", exc.requested))
+            raise
+
+
+def test_pages_refused_as_too_costly_are_asked_again_smaller(
+    fresh_store: RunningDevstore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shop = _shop(fresh_store)
+    handle = shop["domain"].removesuffix(".myshopify.com")
+    # cost estimates far too low (as if Shopify's cost rules had changed): the first page of
+    # orders and the first follow-up page of line items each ask for more than 1000 points
+    monkeypatch.setitem(fetch.SPECS, "orders", replace(fetch.SPECS["orders"], node_cost=2.0, child_cost=0.5))
+    items = [{"title": f"item {i}", "quantity": 1, "original_unit_price": "1.00"} for i in range(30)]
+    order = fresh_store.control(
+        "POST", f"/shops/{handle}/records/orders", {"email": "big@example.com", "line_items": items}
+    )
+    client = _RefusalSpy(shop["domain"], access_token=shop["access_token"], base_url=shop["base_url"])
+    client.refusals = []
+    with client:
+        result = fetch_entity(
+            client,
+            shop=shop["domain"],
+            entity="orders",
+            landing_root=tmp_path,
+            state_dir=tmp_path / "s",
+            mode="incremental",
+            settings=FetchSettings(first_page_size=250),
+            now=datetime.now(UTC) + timedelta(seconds=2),
+        )
+    assert [name for name, _ in client.refusals] == ["OrdersPage", "OrdersChildren"]
+    assert all(requested > 1000 for _, requested in client.refusals)
+    rows = _rows(result.batches, tmp_path)
+    state = fresh_store.world.shop(handle)
+    assert state is not None and set(_parents(rows, "Order")) == set(state.records["orders"])
+    mine = {r["id"] for r in rows if r.get("__parentId") == f"gid://shopify/Order/{order['id']}"}
+    assert len(mine) == 30

@@ -8,7 +8,7 @@ partition; re-syncing is the same with ``full: true``.
 """
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -65,6 +65,12 @@ class FetchConfig(dg.Config):
     reconcile: bool = Field(
         default=False,
         description="Only the ids-only export that marks records deleted in Shopify (the nightly job).",
+    )
+    lookback_minutes: float = Field(
+        default=5.0,
+        ge=0,
+        description="Incremental reads start this many minutes before the last watermark, so a record "
+        "Shopify indexed late is still seen; the overlap is merged, never duplicated.",
     )
 
 
@@ -149,6 +155,7 @@ def build_fetch_asset(entity: str) -> dg.AssetsDefinition:
                     landing_root=paths.landing_path,
                     state_dir=paths.state_path,
                     mode=mode,
+                    lookback=timedelta(minutes=config.lookback_minutes),
                     settings=stores.fetch_settings(),
                 )
                 if result.skipped_reason:

@@ -64,9 +64,9 @@ class ShopifyStores(dg.ConfigurableResource):
             store = registry.get_store(domain)
         except StoreNotFound as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
-        # Disconnected is a pause the user chose: nothing runs. Reconnect required only stops
-        # the automatic runs (schedules and sensors skip the store); a run someone asked for
-        # still syncs the entities whose scopes are granted, and a revoked token fails with
+        # Disconnected is a pause the user chose: nothing runs. Reconnect required does not stop
+        # a run: the entities whose scopes are granted still sync (the schedules keep running
+        # such a store unless Shopify refused its token), and a revoked token fails with
         # Shopify's own answer.
         if store.status == StoreStatus.DISCONNECTED:
             raise dg.Failure(
@@ -86,6 +86,10 @@ class ShopifyStores(dg.ConfigurableResource):
                 allow_retries=False,
             )
         return ShopifyClient(domain, **registry.client_options(domain))
+
+    def shared_state_dir(self) -> Path:
+        """Where the processes calling a shop share its rate-limit bucket and bulk-job slots."""
+        return self.registry().shared_state_dir
 
     def fetch_settings(self) -> FetchSettings:
         """Fetcher tunables for this deployment (polling backs off to 15x the first interval)."""

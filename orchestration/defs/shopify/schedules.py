@@ -1,8 +1,10 @@
 """Schedules: incremental sync every 15 minutes, reconciliation of deletions nightly.
 
-Both request one run per store partition whose store is syncing (Disconnected and
-Reconnect required stores are paused); run keys come from the tick, so a re-evaluated
-tick never launches twice.
+Both request one run per store partition that should sync: not Disconnected (the user
+paused it) and not holding a token Shopify refuses (401, app uninstalled). A store in
+Reconnect required because a scope is missing keeps syncing the entities its scopes allow:
+each fetch skips only the entity that lacks its scope. Run keys come from the tick, so a
+re-evaluated tick never launches twice.
 """
 
 from collections.abc import Sequence
@@ -16,14 +18,26 @@ from orchestration.defs.logs import with_run_logging
 from orchestration.defs.shopify.jobs import fetch_run_config, sync_job
 from orchestration.defs.shopify.partitions import STORES_PARTITION
 from orchestration.defs.shopify.resources import ShopifyStores
-
-PAUSED = {StoreStatus.DISCONNECTED, StoreStatus.RECONNECT_REQUIRED}
+from pipelines.shopify.client import token_rejection
 
 
 def syncing_stores(partitions: Sequence[str], stores: ShopifyStores) -> list[str]:
-    """The store partitions that should sync now (registered and not paused)."""
+    """The store partitions that should sync now: registered, not paused, token not refused.
+
+    A Reconnect-required store is skipped only when Shopify last refused its token (the
+    clients record that in the shared state folder); for a missing scope its other
+    entities go on syncing. One whose token was refused elsewhere (an uninstall webhook)
+    is tried once more, and that run's 401 pauses it.
+    """
     status = {s.domain: s.status for s in stores.registry().list_stores()}
-    return [p for p in partitions if p in status and status[p] not in PAUSED]
+    shared = stores.shared_state_dir()
+    return [
+        p
+        for p in partitions
+        if p in status
+        and status[p] is not StoreStatus.DISCONNECTED
+        and not (status[p] is StoreStatus.RECONNECT_REQUIRED and token_rejection(shared, p))
+    ]
 
 
 def store_run_requests(
