@@ -15,7 +15,11 @@ from ops_support import Store
 
 from orchestration.cli import cli
 from orchestration.control import ControlSettings, StoreRegistry, StoreStatus
-from orchestration.defs.reverse_sync.definitions import build_reverse_sync_defs, consent_push_sensor
+from orchestration.defs.reverse_sync.definitions import (
+    CONSENT_AUDIT_KEY,
+    build_reverse_sync_defs,
+    consent_push_sensor,
+)
 from orchestration.defs.shopify.definitions import build_shopify_defs
 from orchestration.defs.shopify.partitions import STORES_PARTITION
 from orchestration.defs.shopify.resources import ShopifyStores, SyncPaths
@@ -149,20 +153,37 @@ def test_sensor_and_consent_job_push_and_record(tmp_path: Path, store: Store) ->
     registry, paths, stores, domain = _setup(tmp_path, store)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(STORES_PARTITION, [domain])
-        resources = {"paths": paths, "stores": stores}
+        resources = {"stores": stores}
 
-        def tick(cursor: str | None = None) -> dg.SensorResult | dg.SkipReason:
+        def tick(cursor: str | None = None) -> dg.SensorResult:
             with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
-                return consent_push_sensor(context)
+                result = consent_push_sensor(context)
+            assert isinstance(result, dg.SensorResult)
+            return result
 
-        # toggle off: the sensor asks for nothing
-        assert isinstance(tick(), dg.SkipReason)
+        def audit(shops: list[str]) -> None:
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(asset_key=CONSENT_AUDIT_KEY, metadata={"pushable_shops": shops})
+            )
+
+        audit([domain])
+        first = tick()
+        assert first.run_requests == []  # toggle off: the sensor asks for nothing, but moves on
         registry.set_outbound_toggles(domain, {"email_consent": True})
-        result = tick()
-        assert isinstance(result, dg.SensorResult)
-        assert [r.partition_key for r in result.run_requests] == [domain]
-        assert result.run_requests[0].run_key.startswith("consent-")
-        assert isinstance(tick(result.cursor), dg.SkipReason)
+        assert tick(first.cursor).run_requests == []  # that change is behind the cursor now
+        audit(["other.myshopify.com"])  # a change in another store only
+        second = tick(first.cursor)
+        assert second.run_requests == [] and int(second.cursor or 0) > int(first.cursor or 0)
+        audit([domain])
+        third = tick(second.cursor)
+        assert [r.partition_key for r in third.run_requests] == [domain]
+        assert third.run_requests[0].run_key.startswith(f"consent:{domain}:")
+        assert tick(third.cursor).run_requests == []
+        # paused stores are never asked for
+        registry.set_store_status(domain, StoreStatus.DISCONNECTED, "paused")
+        audit([domain])
+        assert tick(third.cursor).run_requests == []
+        registry.set_store_status(domain, StoreStatus.CONNECTED)
 
         defs = dg.Definitions.merge(
             build_shopify_defs(stores=stores, paths=paths), build_reverse_sync_defs(paths)

@@ -261,7 +261,12 @@ def metrics_assets(
 
 
 @dg.multi_asset(
-    specs=core_specs(CONSENT_DOCS, "consent", [core_key("contact_identities"), table_key("customers")]),
+    specs=core_specs(
+        CONSENT_DOCS,
+        "consent",
+        # engagement.events: loaded by the engagement feed (orchestration/defs/reverse_sync/engagement.py)
+        [core_key("contact_identities"), table_key("customers"), dg.AssetKey(["engagement", "events"])],
+    ),
     pool=WAREHOUSE_POOL,
     name="core__consent",
 )
@@ -323,7 +328,12 @@ def consent_assets(
         metadata={"dagster/row_count": dg.MetadataValue.int(per_contact.height)},
     )
     yield dg.MaterializeResult(
-        asset_key=core_key("consent_audit"), metadata={"changes": dg.MetadataValue.int(changes.height)}
+        asset_key=core_key("consent_audit"),
+        metadata={
+            "changes": dg.MetadataValue.int(changes.height),
+            # read by the consent push sensor (orchestration/defs/reverse_sync)
+            "pushable_shops": dg.MetadataValue.json(consent_tf.pushable_shops(changes)),
+        },
     )
 
 
