@@ -284,7 +284,11 @@ def test_failed_consent_push_fails_its_check_alerts_and_is_retried_when_due(
         )
         assert ok not in [int(r.getMessage().split("customer ")[1].split(":")[0]) for r in caplog.records]
         record = run.asset_materializations_for_node("reverse_sync__record")[0].metadata
-        assert record["by_outcome"].value == {"written": 4, "failed": 1, "skipped": 1}  # 2 consent + 2 origins
+        assert record["by_outcome"].value == {
+            "written": 4,
+            "failed": 1,
+            "skipped": 1,
+        }  # 2 consent + 2 origins
         due = datetime.fromisoformat(record["next_retry"].value["email_consent"])
 
         # the retry is asked for once it is due, by the record that scheduled it, and only once
