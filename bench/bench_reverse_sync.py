@@ -33,7 +33,8 @@ def main() -> None:
     n = args.customers or (300 if args.quick else 1500)
     # quick keeps the standard restore rate but a smaller bucket so the limit is reached quickly
     limits = {"standard": (400.0, 100.0)} if args.quick else None
-    world = create_world(stores=1, customers=n, seed=1)
+    # the standard plan: a 2,000-point bucket restoring 100 points/s (quick: a 400-point bucket)
+    world = create_world(stores=1, customers=n, seed=1, plan="standard")
     shop = next(iter(world.shops.values()))
     running = start_in_thread(world, port=0, limiter=CostLimiter(limits=limits), webhooks=False)
     try:
