@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -19,6 +20,7 @@ import polars as pl
 
 from devstore.cost import CostLimiter
 from devstore.server import create_world, start_in_thread
+from pipelines.push_journal import PushJournal, journal_path
 from pipelines.shopify.client import ShopifyClient
 from pipelines.shopify.push import push_shop
 from transforms.reverse_sync import ENGAGEMENT_METAFIELDS, NAMESPACE, plan_push
@@ -57,9 +59,11 @@ def main() -> None:
         )
         plan, _ = plan_push(toggles={shop.domain: {"engagement"}}, as_of=now, engagement=engagement)
 
-        with ShopifyClient(shop.domain, access_token=token, base_url=base) as client:
+        # as the push asset runs it: every write journaled before it is sent (exactly once)
+        journal = PushJournal(journal_path(tempfile.mkdtemp(prefix="push-journal-"), shop.domain))
+        with ShopifyClient(shop.domain, access_token=token, base_url=base) as client, journal:
             started = time.monotonic()
-            report = push_shop(client, plan, run_id="bench", now=now)
+            report = push_shop(client, plan, run_id="bench", now=now, journal=journal)
             elapsed = time.monotonic() - started
             points = client.stats.points
             calls = client.stats.requests

@@ -324,6 +324,29 @@ def import_dropped(landing_root: Path, dropped: DroppedFile) -> ImportResult:
     return result
 
 
+def feed_batches(landing_root: Path, *, pending_only: bool = True) -> list[tuple[landing.Manifest, Path]]:
+    """Engagement batches (``landing/_engagement/<batch_id>.jsonl`` with its manifest), oldest first.
+
+    Looks in the engagement folder only, not through every store's batches, so a sensor can
+    ask every few seconds.
+    """
+    folder = drop_dir(landing_root)
+    if not folder.is_dir():
+        return []
+    found = []
+    for manifest_path in folder.glob("*.json"):
+        data_path = manifest_path.with_suffix(".jsonl")
+        if manifest_path.name.startswith(".") or not data_path.exists():
+            continue
+        if pending_only and landing.is_loaded(data_path):
+            continue
+        try:
+            found.append((landing.read_manifest(manifest_path), data_path))
+        except (ValueError, TypeError):
+            continue  # a .json a person put there, not a batch manifest
+    return sorted(found, key=lambda item: item[0].batch_id)
+
+
 def import_drops(landing_root: Path) -> list[ImportResult]:
     """Import every file waiting in the drop folder (what the sensor's runs do, file by file)."""
     results = []

@@ -33,7 +33,7 @@ import polars as pl
 import pyarrow as pa
 
 from pipelines import landing
-from pipelines.engagement import ENTITY as ENGAGEMENT_ENTITY
+from pipelines.engagement import feed_batches
 
 ENGAGEMENT_DATASET = "engagement"
 ENGAGEMENT_PIPELINE = "shopsync_engagement"
@@ -193,13 +193,11 @@ def load_engagement_events(
     or a re-sent event, adds nothing (counted in ``duplicates``).
     """
     ensure_tables(con)
-    pending = landing.pending_batches(Path(landing_root), landing.ENGAGEMENT, ENGAGEMENT_ENTITY)
+    pending = feed_batches(Path(landing_root))
     if batch_ids is not None:
         wanted = set(batch_ids)
         pending = [
-            (m, p)
-            for m, p in landing.iter_batches(Path(landing_root), landing.ENGAGEMENT, ENGAGEMENT_ENTITY)
-            if m.batch_id in wanted
+            (m, p) for m, p in feed_batches(Path(landing_root), pending_only=False) if m.batch_id in wanted
         ]
     result = FeedLoadResult()
     if not pending:

@@ -100,9 +100,11 @@ class PushJournal:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = sqlite3.connect(str(self.path), isolation_level=None, timeout=30)
-        # WAL + FULL: a commit is on disk before the write it announces is sent
+        # WAL; intents are committed with synchronous=FULL (on disk before the write they announce
+        # is sent), answers with NORMAL: an answer lost to a power cut leaves its intent pending,
+        # and the next run verifies it against Shopify, so only intents need the fsync.
         self._con.execute("PRAGMA journal_mode=WAL")
-        self._con.execute("PRAGMA synchronous=FULL")
+        self._con.execute("PRAGMA synchronous=NORMAL")
         self._con.executescript(_DDL)
         self._con.execute(
             "DELETE FROM intents WHERE status IN (?, ?) AND updated_at < ?",
@@ -161,15 +163,19 @@ class PushJournal:
         ]
         if not rows:
             return
-        self._con.execute("BEGIN IMMEDIATE")
+        self._con.execute("PRAGMA synchronous=FULL")
         try:
-            self._con.executemany(
-                "INSERT OR IGNORE INTO intents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-            )
-            self._con.execute("COMMIT")
-        except BaseException:
-            self._con.execute("ROLLBACK")
-            raise
+            self._con.execute("BEGIN IMMEDIATE")
+            try:
+                self._con.executemany(
+                    "INSERT OR IGNORE INTO intents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                )
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+        finally:
+            self._con.execute("PRAGMA synchronous=NORMAL")
 
     def answer(self, intent_id: str, outcome: dict[str, Any]) -> None:
         """Shopify answered (or verification settled it): keep the outcome row for the recorder."""

@@ -24,13 +24,12 @@ from pydantic import Field
 from orchestration.defs.instance import WAREHOUSE_POOL
 from orchestration.defs.logs import with_run_logging
 from orchestration.defs.shopify.resources import SyncPaths
-from pipelines import landing
 from pipelines import warehouse_io as wio
 from pipelines.engagement import (
-    ENTITY,
     DroppedFile,
     already_imported,
     dropped_files,
+    feed_batches,
     import_dropped,
     set_aside_duplicate,
 )
@@ -152,7 +151,7 @@ def feed_run_request(landing_root: Path, cursor: str | None) -> tuple[dg.RunRequ
             duplicates.append(dropped.path.name)
         else:
             files.append(dropped)
-    pending = [m.batch_id for m, _ in landing.pending_batches(landing_root, landing.ENGAGEMENT, ENTITY)]
+    pending = [m.batch_id for m, _ in feed_batches(landing_root)]
     new_files = [f for f in files if f.sha256 not in requested_files]
     new_batches = [b for b in pending if b not in requested_batches]
     still_files = {f.sha256 for f in files}
