@@ -12,7 +12,7 @@ from typing import Any
 import dagster as dg
 import phonenumbers
 import pytest
-from conftest import Pipeline
+from reverse_support import Pipeline
 
 from orchestration.defs.reverse_sync.definitions import profile_fill_schedule
 

@@ -6,8 +6,10 @@
 * ``engagement/events`` loads every pending engagement batch (these, and those landed by
   ``shopsync engagement import``) into ``engagement.events`` through dlt, in pool ``warehouse``.
 * The ``engagement_feed`` job runs both, then the consent assets (``core.consent`` …, group
-  ``consent``), so an unsubscribe or a STOP reply is in ``core.consent_audit`` as soon as its
-  file is loaded; the consent push sensor takes it from there.
+  ``consent``, downstream of ``engagement/events``), so an unsubscribe or a STOP reply is in
+  ``core.consent_audit`` as soon as its file is loaded; the consent push sensor takes it from
+  there. The consent assets' eager condition ignores ``engagement/events``: this job already
+  runs them, and a deployment that never loaded a feed must still refresh consent after loads.
 * ``engagement_feed_sensor`` (every 5 s) requests that job for new dropped files and for
   engagement batches nobody has asked to load yet; the run key derives from the files'
   content hashes and the batch ids, so a re-evaluated tick never launches twice.
