@@ -255,8 +255,10 @@ def _tick(
 
 
 def _launch(home: Path, data_dir: Path, job: str, request: dg.RunRequest) -> subprocess.Popen[bytes]:
+    # the daemon tags a run with the key its sensor gave it
+    tags = {**request.tags, "dagster/run_key": request.run_key or ""}
     payload = json.dumps(
-        {"run_config": request.run_config, "partition_key": request.partition_key, "tags": request.tags}
+        {"run_config": request.run_config, "partition_key": request.partition_key, "tags": tags}
     )
     with open(home / "runs.log", "ab") as log:
         return subprocess.Popen(

@@ -80,12 +80,12 @@ class Pipeline:
         return result
 
     def launch(self, job: str, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
-        """Run what a sensor or schedule asked for, as the daemon would."""
+        """Run what a sensor or schedule asked for, as the daemon would (its run key as a tag)."""
+        tags = dict(request.tags)
+        if request.run_key:
+            tags["dagster/run_key"] = request.run_key
         return self.run(
-            job,
-            run_config=request.run_config or None,
-            partition_key=request.partition_key,
-            tags=request.tags,
+            job, run_config=request.run_config or None, partition_key=request.partition_key, tags=tags
         )
 
     def tick(self, sensor: str, cursor: str | None = None) -> dg.SensorResult:

@@ -95,6 +95,8 @@ def test_unsubscribe_and_stop_reach_shopify_through_the_sensors(pipeline: Pipeli
     # the same run recomputed consent: the audit names the store as having changes to push
     consent = p.tick("consent_push_sensor")
     assert [r.partition_key for r in consent.run_requests] == [p.domain]
+    # keyed by what caused the change: the feed run, itself keyed by the file and its batch
+    assert consent.run_requests[0].run_key == f"consent:{p.domain}:{feed.run_requests[0].run_key}"
     before = len(p.writes())
     p.launch("reverse_sync_consent", consent.run_requests[0])
     assert [e["target"] for e in p.writes(EMAIL_OP)] == [_gid(by_email["id"])]

@@ -8,7 +8,8 @@
 * ``consent_push_sensor`` (every 10 s): a materialisation of ``core/consent_audit`` whose changes
   came from outside Shopify (an unsubscribe link, a STOP reply) → a consent push for each store
   concerned. Its cursor is the event log's storage id (monotonic, whatever ``as_of`` the consent
-  run used); the run key is the consent run's id and the store.
+  run used); the run key is the store and what caused the change (the engagement feed run's key,
+  derived from its files and batches, or the consent run's id).
 * ``push_retry_sensor`` (every 60 s): the latest record of a store says when its failed writes
   are due again → a push of that kind once they are, so retries never wait for a new change.
 * ``engagement_after_metrics``: the nightly intelligence run succeeded → engagement metafields.
@@ -219,6 +220,14 @@ def _stores_with(stores: ShopifyStores, kinds: set[str]) -> list[str]:
     return pushable_stores(stores.registry(), kinds)
 
 
+def _cause(instance: dg.DagsterInstance, run_id: str) -> str:
+    """What produced a consent change: the run key of the run that computed it (for the engagement
+    feed, derived from the files' hashes and batch ids), else that run's id."""
+    run = instance.get_run_by_id(run_id) if run_id else None
+    key = run.tags.get("dagster/run_key") if run is not None else None
+    return key or run_id
+
+
 def consent_run_requests(
     instance: dg.DagsterInstance, domains: list[str], cursor: str | None, *, limit: int = 100
 ) -> tuple[list[dg.RunRequest], str | None]:
@@ -226,8 +235,8 @@ def consent_run_requests(
 
     Only stores the materialisation names as changed from outside Shopify are pushed (changes
     that came from Shopify are already there); a materialisation without that metadata (an
-    older release) asks every store in ``domains``. One request per store per tick, keyed by the
-    consent run that produced the change.
+    older release) asks every store in ``domains``. One request per store per tick, keyed by what
+    caused the change: the engagement feed run's key (its files and batches), or the run's id.
     """
     after = int(cursor) if cursor and cursor.isdigit() else None
     records = instance.fetch_materializations(
@@ -250,14 +259,15 @@ def consent_run_requests(
             if isinstance(value, dg.JsonMetadataValue) and value.value is not None
             else domains
         )
+        cause = _cause(instance, record.run_id)
         for shop in shops:
             if shop in domains:
-                wanted[str(shop)] = record.run_id
+                wanted[str(shop)] = cause
     requests = [
         dg.RunRequest(
-            run_key=f"consent:{shop}:{run_id}", partition_key=shop, tags={"shopsync/trigger": "consent"}
+            run_key=f"consent:{shop}:{cause}", partition_key=shop, tags={"shopsync/trigger": "consent"}
         )
-        for shop, run_id in sorted(wanted.items())
+        for shop, cause in sorted(wanted.items())
     ]
     return requests, str(records[-1].storage_id)
 
