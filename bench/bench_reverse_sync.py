@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -19,6 +20,7 @@ import polars as pl
 
 from devstore.cost import CostLimiter
 from devstore.server import create_world, start_in_thread
+from pipelines.push_journal import PushJournal, journal_path
 from pipelines.shopify.client import ShopifyClient
 from pipelines.shopify.push import push_shop
 from transforms.reverse_sync import ENGAGEMENT_METAFIELDS, NAMESPACE, plan_push
@@ -33,7 +35,8 @@ def main() -> None:
     n = args.customers or (300 if args.quick else 1500)
     # quick keeps the standard restore rate but a smaller bucket so the limit is reached quickly
     limits = {"standard": (400.0, 100.0)} if args.quick else None
-    world = create_world(stores=1, customers=n, seed=1)
+    # the standard plan: a 2,000-point bucket restoring 100 points/s (quick: a 400-point bucket)
+    world = create_world(stores=1, customers=n, seed=1, plan="standard")
     shop = next(iter(world.shops.values()))
     running = start_in_thread(world, port=0, limiter=CostLimiter(limits=limits), webhooks=False)
     try:
@@ -56,9 +59,11 @@ def main() -> None:
         )
         plan, _ = plan_push(toggles={shop.domain: {"engagement"}}, as_of=now, engagement=engagement)
 
-        with ShopifyClient(shop.domain, access_token=token, base_url=base) as client:
+        # as the push asset runs it: every write journaled before it is sent (exactly once)
+        journal = PushJournal(journal_path(tempfile.mkdtemp(prefix="push-journal-"), shop.domain))
+        with ShopifyClient(shop.domain, access_token=token, base_url=base) as client, journal:
             started = time.monotonic()
-            report = push_shop(client, plan, run_id="bench", now=now)
+            report = push_shop(client, plan, run_id="bench", now=now, journal=journal)
             elapsed = time.monotonic() - started
             points = client.stats.points
             calls = client.stats.requests

@@ -1,11 +1,12 @@
 """Loading the non-Shopify feeds into the warehouse: engagement events and CRM field edits.
 
-Both arrive as landing batches (``pipelines.landing`` writes them) and are small, so they
-are loaded with plain DuckDB rather than the dlt merge the Shopify tables use:
+Both arrive as landing batches (``pipelines.landing`` writes them):
 
-* ``<landing>/_engagement/engagement/*.jsonl`` → ``engagement.events`` (one row per
-  ``event_id``; re-sending an event is harmless: an id already loaded is skipped).
-* ``<landing>/_crm/field_edits/*.jsonl`` → ``crm.field_edits``: edits made in the CRM to
+* ``<landing>/_engagement/*.jsonl`` → ``engagement.events`` through dlt, as the Shopify
+  batches are loaded: each batch is read against a declared schema with Polars, handed to dlt
+  as Arrow and merged with the ``insert-only`` strategy on ``event_id`` (one row per event; the
+  first delivery wins, so re-sending an event is harmless), then marked loaded.
+* ``<landing>/_crm/field_edits/*.jsonl`` → ``crm.field_edits`` with plain DuckDB: edits made in the CRM to
   contact fields the CRM owns, one JSON object per line::
 
       {"contact_id": "ct_…", "field": "lifecycle_stage", "value": "customer",
@@ -14,21 +15,28 @@ are loaded with plain DuckDB rather than the dlt merge the Shopify tables use:
   ``value`` may be null (the CRM cleared the field). The same edit delivered twice
   (same contact, field, value and time) is kept once.
 
-Each batch is inserted and committed, then marked loaded, so a crash between the two
-re-loads the batch harmlessly (the inserts skip what is already there).
+Each load is committed, then its batches are marked loaded, so a crash between the two
+re-loads them harmlessly (the merge and the inserts skip what is already there).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import dlt
 import duckdb
+import polars as pl
+import pyarrow as pa
 
 from pipelines import landing
-from pipelines.engagement import ENTITY as ENGAGEMENT_ENTITY
+from pipelines.engagement import feed_batches
+
+ENGAGEMENT_DATASET = "engagement"
+ENGAGEMENT_PIPELINE = "shopsync_engagement"
 
 CRM = "_crm"
 CRM_ENTITY = "field_edits"
@@ -101,27 +109,7 @@ def _load(
     return result
 
 
-_EVENT_COLUMNS = {
-    "event_id": "VARCHAR",
-    "occurred_at": "TIMESTAMPTZ",
-    "type": "VARCHAR",
-    "email": "VARCHAR",
-    "phone": "VARCHAR",
-    "shop": "VARCHAR",
-    "campaign": "VARCHAR",
-    "body": "VARCHAR",
-}
 _EDIT_COLUMNS = {"contact_id": "VARCHAR", "field": "VARCHAR", "value": "VARCHAR", "edited_at": "TIMESTAMPTZ"}
-
-
-def _events_sql(source: str) -> str:
-    # the first line wins when a batch repeats an event id; ids already loaded are skipped
-    return f"""
-        INSERT INTO engagement.events
-        SELECT event_id, occurred_at, type, email, phone, shop, campaign, body, ?, ?
-        FROM (SELECT *, row_number() OVER (PARTITION BY event_id) AS _n FROM {source})
-        WHERE _n = 1 AND event_id NOT IN (SELECT event_id FROM engagement.events)
-    """
 
 
 def _edits_sql(source: str) -> str:
@@ -145,11 +133,101 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(_EDITS_DDL)
 
 
-def load_engagement_events(con: duckdb.DuckDBPyConnection, landing_root: Path) -> FeedLoadResult:
-    """Load pending engagement-feed batches into ``engagement.events`` (idempotent on event_id)."""
+_EVENT_SCHEMA: dict[str, pl.DataType] = {
+    "event_id": pl.String,
+    "occurred_at": pl.String,
+    "type": pl.String,
+    "email": pl.String,
+    "phone": pl.String,
+    "shop": pl.String,
+    "campaign": pl.String,
+    "body": pl.String,
+}
+
+
+def _database_path(con: duckdb.DuckDBPyConnection) -> Path:
+    row = con.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchall()
+    return Path(row[0][0]) if row and row[0][0] else Path("data/warehouse.duckdb")
+
+
+def _engagement_pipeline(con: duckdb.DuckDBPyConnection) -> dlt.Pipeline:
+    """A dlt pipeline writing the ``engagement`` dataset through the caller's warehouse connection."""
+    # as the Shopify loader: no usage reports to dlt's vendor unless the operator asks for them
+    os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+    warehouse = _database_path(con)
+    return dlt.pipeline(
+        pipeline_name=ENGAGEMENT_PIPELINE,
+        destination=dlt.destinations.duckdb(con),
+        dataset_name=ENGAGEMENT_DATASET,
+        pipelines_dir=str(warehouse.parent / f".{warehouse.name}.dlt"),
+    )
+
+
+def read_event_batch(path: Path, batch_id: str, loaded_at: datetime) -> pl.DataFrame:
+    """One engagement batch as ``engagement.events`` rows (the first line of a repeated event id wins)."""
+    if path.stat().st_size == 0:
+        frame = pl.DataFrame(schema=_EVENT_SCHEMA)
+    else:
+        frame = pl.read_ndjson(path, schema=_EVENT_SCHEMA)
+    return (
+        frame.filter(pl.col("event_id").is_not_null())
+        .unique("event_id", keep="first", maintain_order=True)
+        .with_columns(
+            pl.col("occurred_at").str.to_datetime(
+                time_unit="us", time_zone="UTC", format="%Y-%m-%dT%H:%M:%S%.f%#z"
+            ),
+            pl.lit(batch_id).alias("_batch_id"),
+            pl.lit(loaded_at).cast(pl.Datetime("us", "UTC")).alias("_loaded_at"),
+        )
+    )
+
+
+def load_engagement_events(
+    con: duckdb.DuckDBPyConnection, landing_root: Path, *, batch_ids: Sequence[str] | None = None
+) -> FeedLoadResult:
+    """Load pending engagement-feed batches (or exactly ``batch_ids``) into ``engagement.events`` with dlt.
+
+    Idempotent on ``event_id``: an event already loaded is skipped, so loading a batch twice,
+    or a re-sent event, adds nothing (counted in ``duplicates``).
+    """
     ensure_tables(con)
-    pending = landing.pending_batches(Path(landing_root), landing.ENGAGEMENT, ENGAGEMENT_ENTITY)
-    return _load(con, pending, "engagement.events", _events_sql, _EVENT_COLUMNS)
+    pending = feed_batches(Path(landing_root))
+    if batch_ids is not None:
+        wanted = set(batch_ids)
+        pending = [
+            (m, p) for m, p in feed_batches(Path(landing_root), pending_only=False) if m.batch_id in wanted
+        ]
+    result = FeedLoadResult()
+    if not pending:
+        return result
+    loaded_at = datetime.now(UTC)
+    frames = [read_event_batch(path, m.batch_id, loaded_at) for m, path in pending]
+    # across batches too, the oldest delivery of an event wins
+    events = pl.concat(frames).unique("event_id", keep="first", maintain_order=True)
+    before = con.execute("SELECT count(*) FROM engagement.events").fetchall()[0][0]
+    if events.height:
+        table = events.to_arrow()
+        table = table.cast(pa.schema([f.with_nullable(f.name != "event_id") for f in table.schema]))
+        resource = dlt.resource(
+            [table],
+            name="events",
+            table_name="events",
+            primary_key="event_id",
+            write_disposition={"disposition": "merge", "strategy": "insert-only"},
+        )
+        pipeline = _engagement_pipeline(con)
+        pipeline.extract([resource], loader_file_format="parquet")
+        pipeline.normalize()
+        pipeline.load()
+    after = con.execute("SELECT count(*) FROM engagement.events").fetchall()[0][0]
+    for manifest, path in pending:
+        landing.mark_loaded(path, {"batch_id": manifest.batch_id, "loaded_at": loaded_at.isoformat()})
+        result.batches.append(manifest.batch_id)
+    result.inserted = int(after - before)
+    result.duplicates = sum(m.rows for m, _ in pending) - result.inserted
+    return result
 
 
 def load_crm_edits(con: duckdb.DuckDBPyConnection, landing_root: Path) -> FeedLoadResult:

@@ -1,6 +1,7 @@
 """The reverse-sync ledger in the warehouse: ``sync.push_log``, ``sync.pushed_state``, ``sync.dead_letters``.
 
-The one place that reads and writes these tables. ``sync.pushed_state`` holds, per
+The one place that reads and writes these tables (and ``sync.inbound_echoes``: customer versions
+loaded from Shopify that only carried our own writes back, counted once each). ``sync.pushed_state`` holds, per
 ``(shop, customer_id, kind, key)``, the hash of the last payload Shopify accepted (the
 planner diffs against it), the metafield ``compareDigest`` and the origin write id of that
 write, plus the retry bookkeeping of failures since (attempts, next attempt time, last error).
@@ -43,6 +44,10 @@ CREATE TABLE IF NOT EXISTS sync.dead_letters (
     shop VARCHAR, customer_id BIGINT, kind VARCHAR, key VARCHAR, payload_hash VARCHAR,
     payload VARCHAR, attempts BIGINT, last_error VARCHAR, dead_at TIMESTAMPTZ, replayed_at TIMESTAMPTZ
 );
+CREATE TABLE IF NOT EXISTS sync.inbound_echoes (
+    shop VARCHAR, customer_id BIGINT, updated_at TIMESTAMPTZ, write_id VARCHAR, seen_at TIMESTAMPTZ,
+    PRIMARY KEY (shop, customer_id, updated_at)
+);
 """
 
 OUTCOME_SCHEMA: dict[str, pl.DataType] = {
@@ -58,6 +63,7 @@ OUTCOME_SCHEMA: dict[str, pl.DataType] = {
     "digest": pl.String,
     "write_id": pl.String,
     "shopify_updated_at": TS,
+    "intent_id": pl.String,  # the push journal's idempotency key (null for rows that wrote nothing)
 }
 SUCCESS_OUTCOMES = ("written", "unchanged")
 
@@ -71,6 +77,9 @@ class RecordSummary:
     failed: int = 0
     dead: int = 0
     by_outcome: dict[str, int] = field(default_factory=dict)
+    echoes: int = 0
+    # earliest next attempt per kind of the store's writes waiting to be retried
+    next_retry: dict[str, datetime] = field(default_factory=dict)
 
 
 def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> pl.DataFrame:
@@ -80,9 +89,17 @@ def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> pl.Da
     return result
 
 
+_MIGRATIONS = (
+    # columns added after the first release; ADD COLUMN IF NOT EXISTS keeps old warehouses working
+    "ALTER TABLE sync.push_log ADD COLUMN IF NOT EXISTS intent_id VARCHAR",
+)
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the ``sync`` tables if they do not exist."""
+    """Create the ``sync`` tables if they do not exist (and add columns newer releases need)."""
     con.execute(_DDL)
+    for statement in _MIGRATIONS:
+        con.execute(statement)
 
 
 def has_tables(con: duckdb.DuckDBPyConnection) -> bool:
@@ -158,7 +175,10 @@ def record(
             for c, t in OUTCOME_SCHEMA.items()
         ]
     )
+    frame = _new_only(con, frame)
     summary.logged = frame.height
+    if frame.is_empty():
+        return summary
     summary.by_outcome = {str(k): int(n) for k, n in frame.group_by("outcome").len().iter_rows()}
     con.execute("BEGIN")
     try:
@@ -174,9 +194,10 @@ def record(
             "error",
             "payload_hash",
             "write_id",
+            "intent_id",
         )
         con.register("_push_log_in", log.to_arrow())
-        con.execute("INSERT INTO sync.push_log SELECT * FROM _push_log_in")
+        con.execute("INSERT INTO sync.push_log BY NAME SELECT * FROM _push_log_in")
         con.unregister("_push_log_in")
 
         ok = frame.filter(pl.col("outcome").is_in(SUCCESS_OUTCOMES))
@@ -233,6 +254,105 @@ def record(
         con.execute("ROLLBACK")
         raise
     return summary
+
+
+def _new_only(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> pl.DataFrame:
+    """Drop outcomes the log already has.
+
+    * an outcome of a journal intent already logged with the same outcome (a recovered run
+      hands the recorder what a killed or concurrent run may have recorded already);
+    * a skip whose target's latest log row is the same skip of the same payload (a customer
+      without an email is logged once per change, not on every run).
+    """
+    keys = ["shop", "customer_id", "kind", "key"]
+    logged = _frame(
+        con,
+        "SELECT intent_id, outcome FROM sync.push_log WHERE intent_id IS NOT NULL AND intent_id IN "
+        "(SELECT unnest(?::VARCHAR[]))",
+        [[i for i in frame["intent_id"].drop_nulls().to_list()]],
+    )
+    if logged.height:
+        seen = logged.select(
+            pl.col("intent_id").cast(pl.String), pl.col("outcome").cast(pl.String), _seen=True
+        )
+        frame = (
+            frame.join(seen, on=["intent_id", "outcome"], how="left", nulls_equal=False)
+            .filter(pl.col("_seen").is_null())
+            .drop("_seen")
+        )
+    skips = frame.filter(pl.col("outcome") == "skipped")
+    if skips.height:
+        latest = _frame(
+            con,
+            "SELECT shop, customer_id, kind, key, outcome AS _outcome, payload_hash AS _hash, error AS _error "
+            "FROM sync.push_log WHERE shop IN (SELECT unnest(?::VARCHAR[])) "
+            "QUALIFY row_number() OVER (PARTITION BY shop, customer_id, kind, key ORDER BY logged_at DESC) = 1",
+            [skips["shop"].unique().to_list()],
+        )
+        if latest.height:
+            latest = latest.cast(
+                {"customer_id": pl.Int64, "shop": pl.String, "kind": pl.String, "key": pl.String}
+            )
+            repeated = (
+                skips.join(latest, on=keys, how="inner")
+                .filter(
+                    (pl.col("_outcome") == "skipped")
+                    & (pl.col("_hash").eq_missing(pl.col("payload_hash")))
+                    & (pl.col("_error").eq_missing(pl.col("error")))
+                )
+                .select(keys)
+                .with_columns(_repeat=pl.lit(True))
+            )
+            frame = (
+                frame.join(repeated, on=keys, how="left")
+                .filter(~(pl.col("_repeat").fill_null(False) & (pl.col("outcome") == "skipped")))
+                .drop("_repeat")
+            )
+    return frame
+
+
+def unseen_echoes(con: duckdb.DuckDBPyConnection, echoes: pl.DataFrame) -> pl.DataFrame:
+    """The echoes not counted yet (read-only: works on the planner's read-only connection)."""
+    if echoes.is_empty() or not _ensure_readable(con):
+        return echoes
+    seen = _frame(con, "SELECT shop, customer_id, updated_at FROM sync.inbound_echoes", [])
+    if seen.is_empty():
+        return echoes
+    seen = seen.with_columns(pl.col("updated_at").cast(TS), pl.col("customer_id").cast(pl.Int64))
+    return echoes.join(seen, on=["shop", "customer_id", "updated_at"], how="anti")
+
+
+def record_echoes(con: duckdb.DuckDBPyConnection, echoes: pl.DataFrame, *, at: datetime) -> int:
+    """Count inbound echoes of our writes once each in ``sync.inbound_echoes``; returns the new ones."""
+    ensure_schema(con)
+    if echoes.is_empty():
+        return 0
+    frame = echoes.select(
+        "shop",
+        "customer_id",
+        pl.col("updated_at").cast(TS),
+        pl.col("origin_write_id").alias("write_id"),
+        pl.lit(at).cast(TS).alias("seen_at"),
+    )
+    con.register("_echoes_in", frame.to_arrow())
+    try:
+        before = con.execute("SELECT count(*) FROM sync.inbound_echoes").fetchall()[0][0]
+        con.execute("INSERT OR IGNORE INTO sync.inbound_echoes BY NAME SELECT * FROM _echoes_in")
+        after = con.execute("SELECT count(*) FROM sync.inbound_echoes").fetchall()[0][0]
+    finally:
+        con.unregister("_echoes_in")
+    return int(after - before)
+
+
+def due_retries(con: duckdb.DuckDBPyConnection, shop: str) -> dict[str, datetime]:
+    """Earliest next attempt per kind among the store's failed writes not dead-lettered."""
+    ensure_schema(con)
+    rows = con.execute(
+        "SELECT kind, min(next_attempt_at) FROM sync.pushed_state "
+        "WHERE shop = ? AND attempts > 0 AND next_attempt_at IS NOT NULL GROUP BY kind ORDER BY kind",
+        [shop],
+    ).fetchall()
+    return {str(kind): at for kind, at in rows}
 
 
 def replay_dead_letters(con: duckdb.DuckDBPyConnection, shop: str, *, at: datetime) -> int:

@@ -293,6 +293,12 @@ def consent_changes(
     ).cast(AUDIT_SCHEMA)  # type: ignore[arg-type]
 
 
+def pushable_shops(changes: pl.DataFrame) -> list[str]:
+    """Stores with audit rows decided outside Shopify (what a consent push may send back)."""
+    outside = changes.filter(pl.col("source") != "shopify")
+    return sorted(str(s) for s in outside["shop"].unique().to_list() if s is not None)
+
+
 @dataclass(frozen=True)
 class RatchetViolation:
     """A resolved subscribed state that an unsubscribe at least as recent should have beaten."""

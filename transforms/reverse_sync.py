@@ -29,6 +29,8 @@ Kinds (one outbound toggle each, all off by default):
 
 Only changed rows are planned: a row whose payload hash equals the last successfully pushed
 hash in ``sync.pushed_state`` is dropped, as is one waiting for its retry time or dead-lettered.
+Customers given in ``excluded`` (redacted on Shopify's request, say) are never planned; they
+appear among the skips with the reason given.
 """
 
 from __future__ import annotations
@@ -131,6 +133,14 @@ SKIP_SCHEMA: dict[str, pl.DataType] = {
     "shop": pl.String,
     "customer_id": pl.Int64,
     "kind": pl.String,
+    "key": pl.String,
+    "reason": pl.String,
+    "payload": pl.String,  # what would have been sent (null when nothing was built)
+    "payload_hash": pl.String,
+}
+EXCLUDED_SCHEMA: dict[str, pl.DataType] = {
+    "shop": pl.String,
+    "customer_id": pl.Int64,
     "reason": pl.String,
 }
 INBOUND_SCHEMA: dict[str, pl.DataType] = {
@@ -138,6 +148,20 @@ INBOUND_SCHEMA: dict[str, pl.DataType] = {
     "customer_id": pl.Int64,
     "updated_at": TS,
     "origin_write_id": pl.String,
+}
+# normalised matching keys (transforms.consent's shapes: identity normalisation applied)
+EVENT_KEYS_SCHEMA: dict[str, pl.DataType] = {
+    "shop": pl.String,
+    "occurred_at": TS,
+    "type": pl.String,
+    "email_norm": pl.String,
+    "phone_e164": pl.String,
+}
+CUSTOMER_KEYS_SCHEMA: dict[str, pl.DataType] = {
+    "shop": pl.String,
+    "customer_id": pl.Int64,
+    "email_norm": pl.String,
+    "phone_e164": pl.String,
 }
 
 
@@ -191,7 +215,10 @@ def _json_struct(expr: pl.Expr) -> pl.Expr:
 
 
 def desired_consent(consent: pl.DataFrame, customers: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Consent push rows and skips. Consent decided on Shopify is already there: not pushed."""
+    """Consent push rows and skips. Consent decided on Shopify is already there: not pushed.
+
+    A skip carries the payload it would have sent, so it is logged once per change.
+    """
     consent = _conform(consent, CONSENT_SCHEMA).filter(pl.col("source") != "shopify")
     customers = _conform(customers, CUSTOMERS_SCHEMA)
     # a phone shared by two customers of a shop cannot identify whose SMS consent it is
@@ -215,11 +242,6 @@ def desired_consent(consent: pl.DataFrame, customers: pl.DataFrame) -> tuple[pl.
         .then(pl.lit("no phone number of its own"))
         .otherwise(pl.lit(None, dtype=pl.String))
     )
-    joined = joined.with_columns(skip_reason.alias("_skip"))
-    skips = joined.filter(pl.col("_skip").is_not_null()).select(
-        "shop", "customer_id", (pl.col("channel") + "_consent").alias("kind"), pl.col("_skip").alias("reason")
-    )
-    ok = joined.filter(pl.col("_skip").is_null())
     payload = _json_struct(
         pl.struct(
             pl.col("opt_in_level").fill_null("SINGLE_OPT_IN").alias("opt_in_level"),
@@ -227,12 +249,22 @@ def desired_consent(consent: pl.DataFrame, customers: pl.DataFrame) -> tuple[pl.
             pl.col("updated_at").dt.strftime("%Y-%m-%dT%H:%M:%SZ").alias("updated_at"),
         )
     )
-    rows = ok.select(
+    joined = joined.with_columns(skip_reason.alias("_skip"), payload.alias("payload"))
+    skips = joined.filter(pl.col("_skip").is_not_null()).select(
         "shop",
         "customer_id",
         (pl.col("channel") + "_consent").alias("kind"),
         pl.lit("").alias("key"),
-        payload.alias("payload"),
+        pl.col("_skip").alias("reason"),
+        "payload",
+        pl.col("payload").map_elements(payload_hash, return_dtype=pl.String).alias("payload_hash"),
+    )
+    rows = joined.filter(pl.col("_skip").is_null()).select(
+        "shop",
+        "customer_id",
+        (pl.col("channel") + "_consent").alias("kind"),
+        pl.lit("").alias("key"),
+        "payload",
         pl.format("{} from {}", pl.col("state"), pl.col("source")).alias("reason"),
     )
     return rows, skips.cast(SKIP_SCHEMA)  # type: ignore[arg-type]
@@ -296,13 +328,15 @@ def plan_push(
     customers: pl.DataFrame | None = None,
     engagement: pl.DataFrame | None = None,
     profile: pl.DataFrame | None = None,
+    excluded: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The push plan and the skips.
 
     ``toggles`` maps shop → enabled kinds (missing shop = everything off). Returns
     ``(plan, skips)`` with ``PLAN_SCHEMA`` and ``SKIP_SCHEMA``: only rows whose payload differs
     from the last pushed one, not waiting for a retry (``next_attempt_at > as_of``) and not
-    dead-lettered with the same payload.
+    dead-lettered with the same payload. ``excluded`` (``EXCLUDED_SCHEMA``) customers are
+    skipped with their reason whatever they would have been sent.
     """
     customers = _conform(customers, CUSTOMERS_SCHEMA)
     parts: list[pl.DataFrame] = []
@@ -318,6 +352,24 @@ def plan_push(
     )
     desired = desired.join(enabled, on=["shop", "kind"], how="semi")
     skips = skips.join(enabled, on=["shop", "kind"], how="semi")
+    excluded_keys = _conform(excluded, EXCLUDED_SCHEMA).unique(["shop", "customer_id"])
+    if excluded_keys.height:
+        gone = desired.join(excluded_keys, on=["shop", "customer_id"], how="inner", suffix="_excluded")
+        desired = desired.join(excluded_keys, on=["shop", "customer_id"], how="anti")
+        skips = pl.concat(
+            [
+                skips.join(excluded_keys, on=["shop", "customer_id"], how="anti"),
+                gone.select(
+                    "shop",
+                    "customer_id",
+                    "kind",
+                    "key",
+                    pl.col("reason_excluded").alias("reason"),
+                    pl.lit(None, dtype=pl.String).alias("payload"),
+                    pl.lit(None, dtype=pl.String).alias("payload_hash"),
+                ).cast(SKIP_SCHEMA),  # type: ignore[arg-type]
+            ]
+        ).unique(["shop", "customer_id", "kind", "key"], keep="last", maintain_order=True)
     desired = desired.with_columns(
         pl.col("payload").map_elements(payload_hash, return_dtype=pl.String).alias("payload_hash")
     )
@@ -348,7 +400,7 @@ def plan_push(
         .alias("reason"),
     )
     plan = plan.select(list(PLAN_SCHEMA)).cast(PLAN_SCHEMA).sort(["shop", "kind", "customer_id", "key"])  # type: ignore[arg-type]
-    return plan, skips.cast(SKIP_SCHEMA).sort(["shop", "kind", "customer_id"])  # type: ignore[arg-type]
+    return plan, skips.cast(SKIP_SCHEMA).sort(["shop", "kind", "customer_id", "key"])  # type: ignore[arg-type]
 
 
 def plan_counts(plan: pl.DataFrame) -> dict[str, int]:
@@ -357,12 +409,13 @@ def plan_counts(plan: pl.DataFrame) -> dict[str, int]:
     return {str(k): int(n) for k, n in counts.iter_rows()}
 
 
-def split_echoes(inbound: pl.DataFrame, pushed_state: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """Separate inbound customer updates that only echo our own writes.
+def split_echoes(inbound: pl.DataFrame, pushed_state: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Separate inbound customer versions that only echo our own writes.
 
-    An update is an echo when its ``shopsync.origin`` write id is the write id we last pushed
-    to that customer AND its ``updated_at`` is the one Shopify answered our write with (a later
-    change by anybody else moves ``updated_at`` past it). Returns ``(fresh updates, echo count)``.
+    A version is an echo when its ``shopsync.origin`` write id is the write id we last pushed
+    to that customer AND its ``updated_at`` is no later than the one Shopify answered our write
+    with (a later change by anybody else moves ``updated_at`` past it). Returns
+    ``(fresh, echoes)``, both in ``INBOUND_SCHEMA``.
     """
     inbound = _conform(inbound, INBOUND_SCHEMA)
     state = _conform(pushed_state, PUSHED_STATE_SCHEMA)
@@ -378,41 +431,36 @@ def split_echoes(inbound: pl.DataFrame, pushed_state: pl.DataFrame) -> tuple[pl.
         & (pl.col("origin_write_id") == pl.col("write_id"))
         & (pl.col("updated_at") <= pl.col("shopify_updated_at"))
     ).fill_null(False)
-    echoes = joined.filter(is_echo)
+    echoes = joined.filter(is_echo).select(list(INBOUND_SCHEMA))
     fresh = joined.filter(~is_echo).select(list(INBOUND_SCHEMA))
-    return fresh, echoes.height
+    return fresh, echoes
 
 
 def engagement_from_events(
     events: pl.DataFrame, customers: pl.DataFrame, metrics: pl.DataFrame | None = None
 ) -> pl.DataFrame:
-    """Engagement per customer (``ENGAGEMENT_SCHEMA``) from engagement events matched by email/phone.
+    """Engagement per customer (``ENGAGEMENT_SCHEMA``) from engagement events matched by email or phone.
 
-    ``events``: ``shop, occurred_at, type, email, phone``; ``customers``: ``shop, customer_id,
-    email, phone``; ``metrics`` (optional): ``shop, customer_id, segment`` (the RFM segment).
+    ``events``: ``EVENT_KEYS_SCHEMA`` and ``customers``: ``CUSTOMER_KEYS_SCHEMA``, both with the
+    identity normalisation applied (emails folded, phones in E.164), so ``+1 (555) 010-0000``
+    and ``15550100000`` meet. An event naming a shop counts for that shop's customers; one
+    without a shop counts for every store's customers with that email or phone. An event with
+    an email is matched by its email, otherwise by its phone. ``metrics`` (optional):
+    ``shop, customer_id, segment`` (the RFM segment).
     """
-    keys = _conform(customers, CUSTOMERS_SCHEMA).select(
-        "shop",
-        "customer_id",
-        pl.col("email").str.strip_chars().str.to_lowercase().alias("_email"),
-        pl.col("phone").alias("_phone"),
+    keys = _conform(customers, CUSTOMER_KEYS_SCHEMA)
+    ev = _conform(events, EVENT_KEYS_SCHEMA).rename({"shop": "event_shop"})
+
+    def matched(column: str, frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.join(keys.filter(pl.col(column).is_not_null()), on=column).filter(
+            pl.col("event_shop").is_null() | (pl.col("event_shop") == pl.col("shop"))
+        )
+
+    by_email = matched("email_norm", ev.filter(pl.col("email_norm").is_not_null()))
+    by_phone = matched(
+        "phone_e164", ev.filter(pl.col("email_norm").is_null() & pl.col("phone_e164").is_not_null())
     )
-    ev = events.select(
-        pl.col("shop").cast(pl.String),
-        pl.col("occurred_at").cast(TS),
-        pl.col("type").cast(pl.String),
-        pl.col("email").cast(pl.String).str.strip_chars().str.to_lowercase().alias("_email"),
-        pl.col("phone").cast(pl.String).alias("_phone"),
-    )
-    by_email = ev.filter(pl.col("_email").is_not_null()).join(
-        keys.filter(pl.col("_email").is_not_null()).select("shop", "customer_id", "_email"),
-        on=["shop", "_email"],
-    )
-    by_phone = ev.filter(pl.col("_email").is_null() & pl.col("_phone").is_not_null()).join(
-        keys.filter(pl.col("_phone").is_not_null()).select("shop", "customer_id", "_phone"),
-        on=["shop", "_phone"],
-    )
-    matched = pl.concat(
+    both = pl.concat(
         [
             by_email.select("shop", "customer_id", "occurred_at", "type"),
             by_phone.select("shop", "customer_id", "occurred_at", "type"),
@@ -422,7 +470,7 @@ def engagement_from_events(
     def last(kind: str) -> pl.Expr:
         return pl.col("occurred_at").filter(pl.col("type") == kind).max()
 
-    agg = matched.group_by("shop", "customer_id").agg(
+    agg = both.group_by("shop", "customer_id").agg(
         last("email_open").alias("last_email_open_at"),
         last("email_click").alias("last_email_click_at"),
         last("sms_click").alias("last_sms_click_at"),

@@ -23,7 +23,10 @@ def command() -> None:
     help="Landing zone root.",
 )
 def import_(file: Path, landing_root: Path) -> None:
-    """Validate FILE (.jsonl or .csv) and land its events; malformed lines are quarantined."""
+    """Validate FILE (.jsonl or .csv) and land its events; malformed lines are quarantined.
+
+    Dropping the file into <landing>/_engagement/ does the same without this command.
+    """
     from pipelines.engagement import FeedFormatError, import_file
 
     try:
@@ -32,5 +35,7 @@ def import_(file: Path, landing_root: Path) -> None:
         raise click.ClickException(str(exc)) from None
     batch = result.batch.batch_id if result.batch else "none"
     click.echo(f"{result.accepted} events landed (batch {batch}); {result.quarantined} lines quarantined")
+    if result.batch is not None:
+        click.echo("The engagement_feed sensor loads the batch and recomputes consent within seconds.")
     if result.quarantine_path is not None:
         click.echo(f"quarantined lines and their reasons: {result.quarantine_path}")

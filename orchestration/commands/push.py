@@ -61,6 +61,9 @@ def plan(domain: str, data_dir: Path | None, warehouse: Path | None, sample: int
 
     registry, path = _open(data_dir, domain, warehouse)
     result = plan_store(path, registry, domain, as_of=datetime.now(UTC))
+    if result.blocked is not None:
+        click.echo(result.blocked)
+        return
     if not result.toggles:
         click.echo(f"All Sync-data-to-Shopify toggles are off for {domain}; nothing would be sent.")
         click.echo(f"Turn one on with: shopsync stores settings {domain} --push-email-consent on")
@@ -80,20 +83,36 @@ def plan(domain: str, data_dir: Path | None, warehouse: Path | None, sample: int
 @_data_dir_option
 @_warehouse_option
 def run(domain: str, data_dir: Path | None, warehouse: Path | None) -> None:
-    """Plan, push and record for DOMAIN now."""
-    from orchestration.defs.reverse_sync.service import plan_store, push_store, record_store
+    """Plan, push and record for DOMAIN now (what the Dagster push jobs do)."""
+    from orchestration.defs.reverse_sync.service import (
+        default_state_dir,
+        journal_dir,
+        plan_store,
+        push_store,
+        record_store,
+    )
+    from pipelines.push_journal import PushBusy
 
     registry, path = _open(data_dir, domain, warehouse)
     now = datetime.now(UTC)
     run_id = f"cli-{uuid.uuid4().hex[:12]}"
+    journal = journal_dir(default_state_dir(path))
     result = plan_store(path, registry, domain, as_of=now)
-    if result.plan.is_empty():
-        click.echo(f"Nothing to push to {domain}.")
+    if result.blocked is not None:
+        _fail(result.blocked)
+    if not result.toggles:
+        click.echo(f"All Sync-data-to-Shopify toggles are off for {domain}; nothing was sent.")
         return
-    report = push_store(registry, result, run_id=run_id, now=now)
+    try:
+        report = push_store(registry, result, run_id=run_id, now=now, journal_folder=journal)
+    except PushBusy as exc:
+        _fail(str(exc))
     if report is None:
         _fail(registry.get_store(domain).status_detail or "Reconnect the store.")
-    summary = record_store(path, report, run_id=run_id, at=now)
+    summary = record_store(path, report, shop=domain, run_id=run_id, at=now, journal_folder=journal)
+    if not summary.logged:
+        click.echo(f"Nothing to push to {domain}.")
+        return
     click.echo(f"Pushed to {domain}: {summary.by_outcome}; {summary.dead} dead-lettered.")
     if report.consent_failures:
         for cid, error in report.consent_failures:

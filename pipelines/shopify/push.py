@@ -10,6 +10,11 @@ when it gets no answer (5xx, reset, timeout) the pusher re-reads what the write 
 changed, and only sends again if it did not land. Metafields are compare-and-set
 (``compareDigest``): a stale element is re-read and re-planned, the rest of its atomic batch
 goes through.
+
+No duplicate writes across a killed process either: with a :class:`PushJournal`, every write's
+intent is on disk before it is sent, and a run first settles the intents an earlier run left
+(verifying unanswered ones against Shopify) before sending anything. See
+``pipelines/push_journal.py``.
 """
 
 from __future__ import annotations
@@ -25,15 +30,19 @@ from typing import Any
 
 import polars as pl
 
+from pipelines.push_journal import ANSWERED, RECORDED, Intent, PushJournal
 from pipelines.shopify.client import ShopifyAccessDenied, ShopifyClient, ShopifyQueryError, ShopifyUnavailable
 from pipelines.shopify.documents import load
-from pipelines.sync_log import OUTCOME_SCHEMA
+from pipelines.sync_log import OUTCOME_SCHEMA, SUCCESS_OUTCOMES
 from transforms.reverse_sync import NAMESPACE, ORIGIN_KEY, customer_gid, payload_hash
 
 log = logging.getLogger("shopsync.shopify.push")
 
 METAFIELDS_PER_CALL = 25
 REQUIRED_SCOPE = "write_customers"
+CONSENT_KINDS = ("email_consent", "sms_consent")
+# customers per metafields read when verifying (nodes(ids:) takes up to 250)
+_READ_CHUNK = 100
 
 
 class PushScopeMissing(Exception):
@@ -55,6 +64,9 @@ class PushReport:
     outcomes: pl.DataFrame
     calls: dict[str, int] = field(default_factory=dict)
     points: float = 0.0
+    recovered: int = 0  # intents of earlier runs settled by this one
+    already_done: int = 0  # plan rows an earlier push had already written
+    echoes: pl.DataFrame | None = None  # inbound versions that only echo our writes (from the plan)
 
     def count(self, outcome: str, kind: str | None = None) -> int:
         """Outcome rows with this outcome (and kind)."""
@@ -87,18 +99,35 @@ def _parse_ts(value: Any) -> datetime | None:
 
 
 class Pusher:
-    """Sends one shop's plan. ``tries`` bounds the sends of one write within a run."""
+    """Sends one shop's plan. ``tries`` bounds the sends of one write within a run.
 
-    def __init__(self, client: ShopifyClient, *, run_id: str, now: datetime, tries: int = 4) -> None:
+    With a ``journal`` every write is announced there before it is sent, and :meth:`run` first
+    settles what earlier runs left in it (see ``pipelines/push_journal.py``).
+    """
+
+    def __init__(
+        self,
+        client: ShopifyClient,
+        *,
+        run_id: str,
+        now: datetime,
+        tries: int = 4,
+        journal: PushJournal | None = None,
+    ) -> None:
         self.client = client
         self.shop = client.shop
         self.run_id = run_id
         self.now = now
         self.tries = max(1, tries)
+        self.journal = journal
         self.calls: dict[str, int] = {}
         self.rows: list[dict[str, Any]] = []
         # customers written in this run -> latest updatedAt Shopify answered with
         self.touched: dict[int, datetime | None] = {}
+        # origin metafields an earlier run announced but never got onto Shopify: sent unchanged
+        self.resend_origins: dict[int, Intent] = {}
+        self.recovered = 0
+        self.already_done = 0
 
     # plumbing ------------------------------------------------------------------------
     def _count(self, name: str) -> None:
@@ -152,25 +181,63 @@ class Pusher:
         prior = self.touched.get(customer_id)
         self.touched[customer_id] = max(t for t in (ts, prior) if t is not None) if (ts or prior) else None
 
+    def _intent_id(self, row: dict[str, Any]) -> str:
+        return f"{self.run_id}:{row['kind']}:{row['customer_id']}:{row['key']}"
+
+    def _announce(self, row: dict[str, Any], request: dict[str, Any], intent_id: str | None = None) -> str:
+        """Journal the intent of a write before it is sent (the idempotency key is the intent id)."""
+        iid = intent_id or self._intent_id(row)
+        if self.journal is not None:
+            self.journal.begin(
+                [
+                    Intent(
+                        intent_id=iid,
+                        run_id=self.run_id,
+                        shop=self.shop,
+                        customer_id=int(row["customer_id"]),
+                        kind=str(row["kind"]),
+                        key=str(row["key"]),
+                        payload_hash=row.get("payload_hash"),
+                        request={"row": _plain(row), **request},
+                    )
+                ]
+            )
+        return iid
+
     def _outcome(
-        self, row: dict[str, Any], operation: str, outcome: str, error: str | None = None, **extra: Any
+        self,
+        row: dict[str, Any],
+        operation: str,
+        outcome: str,
+        error: str | None = None,
+        *,
+        intent_id: str | None = None,
+        settled: bool = True,
+        **extra: Any,
     ) -> None:
-        self.rows.append(
-            {
-                "shop": self.shop,
-                "customer_id": row["customer_id"],
-                "kind": row["kind"],
-                "key": row["key"],
-                "operation": operation,
-                "outcome": outcome,
-                "error": error,
-                "payload": row["payload"],
-                "payload_hash": row["payload_hash"],
-                "digest": extra.get("digest"),
-                "write_id": extra.get("write_id"),
-                "shopify_updated_at": extra.get("shopify_updated_at"),
-            }
-        )
+        """One outcome row; a settled one is also the journal's answer to its intent.
+
+        ``settled=False``: whether the write landed is unknown (its verification failed too);
+        the intent stays pending and the next run verifies it before anything is resent.
+        """
+        item = {
+            "shop": self.shop,
+            "customer_id": row["customer_id"],
+            "kind": row["kind"],
+            "key": row["key"],
+            "operation": operation,
+            "outcome": outcome,
+            "error": error,
+            "payload": row["payload"],
+            "payload_hash": row["payload_hash"],
+            "digest": extra.get("digest"),
+            "write_id": extra.get("write_id"),
+            "shopify_updated_at": extra.get("shopify_updated_at"),
+            "intent_id": intent_id,
+        }
+        self.rows.append(item)
+        if self.journal is not None and intent_id is not None and settled:
+            self.journal.answer(intent_id, item)
 
     # scope ---------------------------------------------------------------------------
     def check_scope(self) -> None:
@@ -183,6 +250,28 @@ class Pusher:
             raise PushScopeMissing(self.shop)
 
     # consent -------------------------------------------------------------------------
+    def _consent_now(self, row: dict[str, Any]) -> tuple[str | None, datetime | None, Any]:
+        """(state, consentUpdatedAt, customer updatedAt) of the row's channel on Shopify now."""
+        c = self._read("push_consent_read", {"id": row["customer_gid"]}).get("customer") or {}
+        if row["kind"] == "email_consent":
+            state = (c.get("defaultEmailAddress") or {}).get("marketingState")
+            at = (c.get("defaultEmailAddress") or {}).get("marketingUpdatedAt")
+        else:
+            state = (c.get("smsMarketingConsent") or {}).get("marketingState")
+            at = (c.get("smsMarketingConsent") or {}).get("consentUpdatedAt")
+        return state, _parse_ts(at), c.get("updatedAt")
+
+    def _consent_settled(self, row: dict[str, Any]) -> str | None:
+        """``written`` if the row's decision is on Shopify, ``unchanged`` if a newer one is, else None."""
+        payload = json.loads(row["payload"])
+        want_at = _parse_ts(payload["updated_at"])
+        state, stored, _ = self._consent_now(row)
+        if state == payload["state"] and stored == want_at:
+            return "written"
+        if stored is not None and want_at is not None and stored > want_at:
+            return "unchanged"
+        return None
+
     def push_consent(self, row: dict[str, Any]) -> None:
         """One consent mutation with the original consentUpdatedAt and opt-in level."""
         payload = json.loads(row["payload"])
@@ -195,48 +284,51 @@ class Pusher:
             "consentUpdatedAt": payload["updated_at"],
         }
         variables = {"input": {"customerId": row["customer_gid"], field_name: consent}}
-        want_at = _parse_ts(payload["updated_at"])
+        operation = "customerEmailMarketingConsentUpdate" if email else "customerSmsMarketingConsentUpdate"
+        iid = self._announce(row, {"operation": operation})
 
         def landed() -> bool:
-            c = self._read("push_consent_read", {"id": row["customer_gid"]}).get("customer") or {}
-            if email:
-                state = (c.get("defaultEmailAddress") or {}).get("marketingState")
-                at = (c.get("defaultEmailAddress") or {}).get("marketingUpdatedAt")
-            else:
-                state = (c.get("smsMarketingConsent") or {}).get("marketingState")
-                at = (c.get("smsMarketingConsent") or {}).get("consentUpdatedAt")
-            stored = _parse_ts(at)
             # a newer decision already on Shopify also means there is nothing to send
-            return (state == payload["state"] and stored == want_at) or (
-                stored is not None and want_at is not None and stored > want_at
-            )
+            return self._consent_settled(row) is not None
 
-        operation = "customerEmailMarketingConsentUpdate" if email else "customerSmsMarketingConsentUpdate"
         try:
             data = self._with_retries(lambda: self._mutate(name, variables), landed)
         except _NoAnswer as exc:
-            self._fail_consent(row, operation, f"no answer from Shopify: {exc}")
+            self._fail_consent(row, operation, f"no answer from Shopify: {exc}", intent_id=iid)
             return
         if data is None:
-            self._outcome(row, operation, "written")
+            self._outcome(row, operation, "written", intent_id=iid)
             self.touched.setdefault(row["customer_id"], None)
             return
         result = next(iter(data.values())) or {}
         errors = result.get("userErrors") or []
         if errors:
-            self._fail_consent(row, operation, "; ".join(e.get("message", "") for e in errors))
+            self._fail_consent(row, operation, "; ".join(e.get("message", "") for e in errors), intent_id=iid)
             return
         self._touch(row["customer_id"], (result.get("customer") or {}).get("updatedAt"))
-        self._outcome(row, operation, "written")
+        self._outcome(row, operation, "written", intent_id=iid)
 
-    def _fail_consent(self, row: dict[str, Any], operation: str, error: str) -> None:
+    def _fail_consent(
+        self, row: dict[str, Any], operation: str, error: str, *, intent_id: str | None, settled: bool = True
+    ) -> None:
         # the customer id only: consent failures alert individually, without personal data
         log.error(
             "reverse sync %s: %s failed for customer %s: %s", self.shop, operation, row["customer_id"], error
         )
-        self._outcome(row, operation, "failed", error)
+        self._outcome(row, operation, "failed", error, intent_id=intent_id, settled=settled)
 
     # profile fill --------------------------------------------------------------------
+    @staticmethod
+    def _profile_filled(wanted: dict[str, Any], current: dict[str, Any]) -> bool:
+        """Whether every field the row wants filled holds a value on Shopify now."""
+        have = {
+            "first_name": current.get("firstName"),
+            "last_name": current.get("lastName"),
+            "phone": (current.get("defaultPhoneNumber") or {}).get("phoneNumber"),
+            "address": current.get("defaultAddress"),
+        }
+        return all(have.get(k) for k in wanted)
+
     def push_profile(self, row: dict[str, Any]) -> None:
         """Re-read the customer; write only fields still empty; add an address only if there is none."""
         wanted = json.loads(row["payload"])
@@ -257,6 +349,10 @@ class Pusher:
         if wanted.get("phone") and not current.get("defaultPhoneNumber"):
             fill["phone"] = wanted["phone"]
         address = wanted.get("address") if not current.get("defaultAddress") else None
+        if not fill and not address:
+            self._outcome(row, "customerUpdate", "unchanged")
+            return
+        iid = self._announce(row, {"operation": "customerUpdate"})
         wrote = False
         errors: list[str] = []
 
@@ -307,20 +403,46 @@ class Pusher:
             except _NoAnswer as exc:
                 errors.append(f"no answer from Shopify: {exc}")
         if errors:
-            self._outcome(row, "customerUpdate", "failed", "; ".join(errors))
+            self._outcome(row, "customerUpdate", "failed", "; ".join(errors), intent_id=iid)
         else:
-            self._outcome(row, "customerUpdate", "written" if wrote else "unchanged")
+            self._outcome(row, "customerUpdate", "written" if wrote else "unchanged", intent_id=iid)
 
     # metafields ----------------------------------------------------------------------
     def _read_metafields(self, gids: list[str]) -> dict[tuple[str, str], dict[str, Any]]:
-        data = self._read("push_metafields_read", {"ids": sorted(set(gids))})
         found: dict[tuple[str, str], dict[str, Any]] = {}
-        for node in data.get("nodes") or []:
-            if not node:
-                continue
-            for mf in (node.get("metafields") or {}).get("nodes") or []:
-                found[(node["id"], mf["key"])] = {**mf, "updatedAt": node.get("updatedAt")}
+        unique = sorted(set(gids))
+        for start in range(0, len(unique), _READ_CHUNK):
+            data = self._read("push_metafields_read", {"ids": unique[start : start + _READ_CHUNK]})
+            for node in data.get("nodes") or []:
+                if not node:
+                    continue
+                for mf in (node.get("metafields") or {}).get("nodes") or []:
+                    found[(node["id"], mf["key"])] = {**mf, "updatedAt": node.get("updatedAt")}
         return found
+
+    def _origin_element(self, cid: int) -> dict[str, Any]:
+        write_id = f"{self.run_id}:{cid}"
+        value = json.dumps({"write_id": write_id, "at": _iso_now(self.now)}, sort_keys=True)
+        origin = {
+            "shop": self.shop,
+            "customer_id": cid,
+            "customer_gid": customer_gid(cid),
+            "kind": "origin",
+            "key": ORIGIN_KEY,
+            "payload": value,
+            "payload_hash": payload_hash(value),
+            "digest": None,
+        }
+        return {
+            "row": origin,
+            "type": "json",
+            "value": value,
+            "digest": None,
+            "stale": 0,
+            "sends": 0,
+            "write_id": write_id,
+            "intent_id": self._intent_id(origin),
+        }
 
     def push_metafields(self, rows: list[dict[str, Any]]) -> None:
         """Engagement metafields plus one origin metafield per customer touched, 25 per call."""
@@ -336,32 +458,30 @@ class Pusher:
                     "digest": r.get("digest"),
                     "stale": 0,
                     "sends": 0,
+                    "intent_id": self._intent_id(r),
                 }
             )
         for cid in customers:
-            write_id = f"{self.run_id}:{cid}"
-            value = json.dumps({"write_id": write_id, "at": _iso_now(self.now)}, sort_keys=True)
-            origin = {
-                "shop": self.shop,
-                "customer_id": cid,
-                "customer_gid": customer_gid(cid),
-                "kind": "origin",
-                "key": ORIGIN_KEY,
-                "payload": value,
-                "payload_hash": payload_hash(value),
-                "digest": None,
-            }
+            stale_origin = self.resend_origins.pop(cid, None)
+            if stale_origin is not None and self.journal is not None:
+                # this run writes a newer origin for the customer: the old one is superseded
+                self.journal.void(stale_origin.intent_id)
+            elements.append(self._origin_element(cid))
+        for intent in self.resend_origins.values():
+            # an earlier run's origin that never landed, sent unchanged under its own intent
             elements.append(
                 {
-                    "row": origin,
+                    "row": intent.request["row"],
                     "type": "json",
-                    "value": value,
+                    "value": intent.request["value"],
                     "digest": None,
                     "stale": 0,
                     "sends": 0,
-                    "write_id": write_id,
+                    "write_id": intent.request.get("write_id"),
+                    "intent_id": intent.intent_id,
                 }
             )
+        self.resend_origins = {}
         queue = list(elements)
         while queue:
             batch, queue = queue[:METAFIELDS_PER_CALL], queue[METAFIELDS_PER_CALL:]
@@ -388,17 +508,41 @@ class Pusher:
                 row,
                 "metafieldsSet",
                 outcome,
+                intent_id=e.get("intent_id"),
                 digest=digest,
                 write_id=e.get("write_id"),
                 shopify_updated_at=self.touched.get(row["customer_id"]),
             )
         else:
-            self._outcome(row, "metafieldsSet", outcome, digest=digest)
+            self._outcome(row, "metafieldsSet", outcome, intent_id=e.get("intent_id"), digest=digest)
+
+    def _announce_batch(self, batch: list[dict[str, Any]]) -> None:
+        if self.journal is None:
+            return
+        self.journal.begin(
+            Intent(
+                intent_id=e["intent_id"],
+                run_id=self.run_id,
+                shop=self.shop,
+                customer_id=int(e["row"]["customer_id"]),
+                kind=str(e["row"]["kind"]),
+                key=str(e["row"]["key"]),
+                payload_hash=e["row"].get("payload_hash"),
+                request={
+                    "row": _plain(e["row"]),
+                    "operation": "metafieldsSet",
+                    "value": e["value"],
+                    "write_id": e.get("write_id"),
+                },
+            )
+            for e in batch
+        )
 
     def _send_batch(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Send one batch; return the elements to send again."""
         for e in batch:
             e["sends"] += 1
+        self._announce_batch(batch)
         try:
             data = self._mutate(
                 "push_metafields_set", {"metafields": [self._element_input(e) for e in batch]}
@@ -412,10 +556,14 @@ class Pusher:
                 if now is not None and now["value"] == e["value"]:
                     self._done(e, "written", now["compareDigest"], now.get("updatedAt"))
                 elif e["sends"] >= self.tries:
-                    self._outcome(e["row"], "metafieldsSet", "failed", f"no answer from Shopify: {exc}")
+                    self._outcome(
+                        e["row"],
+                        "metafieldsSet",
+                        "failed",
+                        f"no answer from Shopify: {exc}",
+                        intent_id=e.get("intent_id"),
+                    )
                 else:
-                    if now is not None and e["row"]["kind"] != "origin" and e["digest"] is None:
-                        e["digest"] = None  # someone else's value: let compare-and-set decide
                     again.append(e)
             if again:
                 self._pause(min(e["sends"] for e in again))
@@ -438,7 +586,7 @@ class Pusher:
         if whole_call:
             message = "; ".join(e.get("message", "") for e in errors)
             for e in batch:
-                self._outcome(e["row"], "metafieldsSet", "failed", message)
+                self._outcome(e["row"], "metafieldsSet", "failed", message, intent_id=e.get("intent_id"))
             return []
         self._count("metafields_split")
         again = [e for i, e in enumerate(batch) if i not in bad]
@@ -446,7 +594,11 @@ class Pusher:
         for i, errs in bad.items():
             if batch[i] not in stale:
                 self._outcome(
-                    batch[i]["row"], "metafieldsSet", "failed", "; ".join(x.get("message", "") for x in errs)
+                    batch[i]["row"],
+                    "metafieldsSet",
+                    "failed",
+                    "; ".join(x.get("message", "") for x in errs),
+                    intent_id=batch[i].get("intent_id"),
                 )
         if stale:
             current = self._read_metafields([e["row"]["customer_gid"] for e in stale])
@@ -461,6 +613,7 @@ class Pusher:
                         "metafieldsSet",
                         "failed",
                         "metafield keeps changing on Shopify (stale compareDigest)",
+                        intent_id=e.get("intent_id"),
                     )
                 else:
                     # re-plan against what is there now
@@ -468,44 +621,195 @@ class Pusher:
                     again.append(e)
         return again
 
+    # settling what earlier runs left -------------------------------------------------
+    def recover(self) -> None:
+        """Settle the journal before sending: verify unanswered intents, re-hand unrecorded outcomes.
+
+        An unanswered write that landed becomes an outcome of this run; one that did not is
+        voided (the planner plans it again), except an origin metafield, which this run sends
+        unchanged. A customer whose earlier write landed without its origin metafield gets one.
+        """
+        if self.journal is None:
+            return
+        unrecorded = self.journal.unrecorded()
+        for intent in unrecorded:
+            if intent.outcome is not None:
+                self.rows.append(_restore(intent.outcome))
+        pending = self.journal.pending()
+        metafield_intents: list[Intent] = []
+        for intent in pending:
+            if intent.kind in CONSENT_KINDS:
+                self._settle_consent(intent)
+            elif intent.kind == "profile":
+                self._settle_profile(intent)
+            else:
+                metafield_intents.append(intent)
+        if metafield_intents:
+            self._settle_metafields(metafield_intents)
+        self.recovered = len(unrecorded) + len(pending)
+        if not self.recovered:
+            return
+        # writes of earlier runs that landed, and the origins those runs announced
+        landed: dict[tuple[str, int], bool] = {}
+        for intent in [*unrecorded, *pending]:
+            row = intent.request["row"]
+            key = (intent.run_id, int(row["customer_id"]))
+            if intent.kind == "origin":
+                landed[key] = True  # covered: landed, or about to be sent unchanged
+            else:
+                settled = self.journal.latest(intent.customer_id, intent.kind, intent.key)
+                ok = (
+                    settled is not None
+                    and settled.intent_id == intent.intent_id
+                    and (settled.outcome or {}).get("outcome") == "written"
+                )
+                if ok:
+                    landed.setdefault(key, False)
+        for (_run, cid), covered in landed.items():
+            if not covered:
+                self.touched.setdefault(cid, None)
+
+    def _settle_consent(self, intent: Intent) -> None:
+        row = intent.request["row"]
+        try:
+            outcome = self._consent_settled(row)
+        except ShopifyUnavailable:
+            return  # still unknown: stays pending, verified by the next run
+        if outcome is None:
+            self.journal.void(intent.intent_id)  # type: ignore[union-attr]
+            return
+        if outcome == "written":
+            self.touched.setdefault(int(row["customer_id"]), None)
+        self._outcome(row, intent.request.get("operation", row["kind"]), outcome, intent_id=intent.intent_id)
+
+    def _settle_profile(self, intent: Intent) -> None:
+        row = intent.request["row"]
+        try:
+            current = self._read("push_customer_read", {"id": row["customer_gid"]}).get("customer")
+        except ShopifyUnavailable:
+            return
+        if current is None or not self._profile_filled(json.loads(row["payload"]), current):
+            # the next plan re-reads the customer and fills only what is still empty
+            self.journal.void(intent.intent_id)  # type: ignore[union-attr]
+            return
+        self._touch(int(row["customer_id"]), current.get("updatedAt"))
+        self._outcome(row, "customerUpdate", "written", intent_id=intent.intent_id)
+
+    def _settle_metafields(self, intents: list[Intent]) -> None:
+        try:
+            current = self._read_metafields([i.request["row"]["customer_gid"] for i in intents])
+        except ShopifyUnavailable:
+            return
+        for intent in intents:
+            row = intent.request["row"]
+            now = current.get((row["customer_gid"], row["key"]))
+            if now is not None and now["value"] == intent.request["value"]:
+                element = {
+                    "row": row,
+                    "intent_id": intent.intent_id,
+                    "write_id": intent.request.get("write_id"),
+                }
+                self._done(element, "written", now["compareDigest"], now.get("updatedAt"))
+            elif intent.kind == "origin":
+                self.resend_origins[int(row["customer_id"])] = intent
+            else:
+                self.journal.void(intent.intent_id)  # type: ignore[union-attr]
+
+    def _already_done(self, row: dict[str, Any]) -> bool:
+        """The journal's latest write to this target already put exactly this payload on Shopify.
+
+        Happens when a plan was made before an earlier push was recorded (two runs close
+        together, or a run killed after pushing): sending it again would be a duplicate.
+        """
+        if self.journal is None:
+            return False
+        latest = self.journal.latest(int(row["customer_id"]), str(row["kind"]), str(row["key"]))
+        return (
+            latest is not None
+            and latest.status in (ANSWERED, RECORDED)
+            and latest.payload_hash == row["payload_hash"]
+            and (latest.outcome or {}).get("outcome") in SUCCESS_OUTCOMES
+        )
+
     # the run -------------------------------------------------------------------------
     def _guard(self, push: Callable[[dict[str, Any]], None], row: dict[str, Any]) -> None:
-        """One row's unexpected Shopify error fails that row, not the run (auth and scope errors still stop it)."""
+        """One row's unexpected Shopify error fails that row, not the run (auth and scope errors still stop it).
+
+        Whether its write landed is unknown, so its intent stays pending for the next run to verify.
+        """
         try:
             push(row)
         except (ShopifyQueryError, ShopifyUnavailable) as exc:
-            if row["kind"] in ("email_consent", "sms_consent"):
-                self._fail_consent(row, row["kind"], str(exc))
+            iid = self._intent_id(row)
+            if row["kind"] in CONSENT_KINDS:
+                self._fail_consent(row, row["kind"], str(exc), intent_id=iid, settled=False)
             else:
-                self._outcome(row, row["kind"], "failed", str(exc))
+                self._outcome(row, row["kind"], "failed", str(exc), intent_id=iid, settled=False)
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        if self.journal is None:
+            yield
+        else:
+            with self.journal.exclusive(self.shop):
+                yield
 
     def run(self, plan: pl.DataFrame) -> PushReport:
-        """Push every row of ``plan`` (one shop); consent first, then profile, then metafields + origins."""
+        """Check the scope, settle the journal, then push ``plan`` (one shop).
+
+        Consent first, then profile, then metafields + origins. The scope is checked even for an
+        empty plan: a toggle that needs ``write_customers`` must surface a missing grant.
+        """
         rows = plan.filter(pl.col("shop") == self.shop).to_dicts()
-        if rows:
+        try:
             self.check_scope()
-            try:
-                for r in rows:
-                    if r["kind"] in ("email_consent", "sms_consent"):
+            with self._exclusive():
+                self.recover()
+                todo = [r for r in rows if not self._already_done(r)]
+                self.already_done = len(rows) - len(todo)
+                for r in todo:
+                    if r["kind"] in CONSENT_KINDS:
                         self._guard(self.push_consent, r)
-                for r in rows:
+                for r in todo:
                     if r["kind"] == "profile":
                         self._guard(self.push_profile, r)
-                self.push_metafields([r for r in rows if r["kind"] == "engagement"])
-            except ShopifyAccessDenied as exc:
-                raise PushScopeMissing(self.shop) from exc
+                self.push_metafields([r for r in todo if r["kind"] == "engagement"])
+        except ShopifyAccessDenied as exc:
+            raise PushScopeMissing(self.shop) from exc
         outcomes = (
             pl.DataFrame(self.rows, schema=OUTCOME_SCHEMA)
             if self.rows
             else pl.DataFrame(schema=OUTCOME_SCHEMA)
         )
         return PushReport(
-            shop=self.shop, outcomes=outcomes, calls=dict(self.calls), points=self.client.stats.points
+            shop=self.shop,
+            outcomes=outcomes,
+            calls=dict(self.calls),
+            points=self.client.stats.points,
+            recovered=self.recovered,
+            already_done=self.already_done,
         )
 
 
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """A plan row as JSON-safe values (the journal stores it to rebuild outcomes)."""
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+
+
+def _restore(outcome: dict[str, Any]) -> dict[str, Any]:
+    """An outcome row read back from the journal, typed as ``OUTCOME_SCHEMA`` wants."""
+    item = {k: outcome.get(k) for k in OUTCOME_SCHEMA}
+    item["shopify_updated_at"] = _parse_ts(item.get("shopify_updated_at"))
+    return item
+
+
 def push_shop(
-    client: ShopifyClient, plan: pl.DataFrame, *, run_id: str, now: datetime | None = None
+    client: ShopifyClient,
+    plan: pl.DataFrame,
+    *,
+    run_id: str,
+    now: datetime | None = None,
+    journal: PushJournal | None = None,
 ) -> PushReport:
     """Push one shop's plan. Raises ``PushScopeMissing`` (nothing sent) when the token cannot write customers."""
-    return Pusher(client, run_id=run_id, now=now or datetime.now(UTC)).run(plan)
+    return Pusher(client, run_id=run_id, now=now or datetime.now(UTC), journal=journal).run(plan)

@@ -70,21 +70,55 @@ def test_jsonl_import_lands_valid_lines_and_quarantines_the_rest(tmp_path: Path)
     assert reasons[7] == "not a JSON object"
 
 
-def test_csv_import_and_inbox_pickup(tmp_path: Path) -> None:
+def test_csv_dropped_in_the_landing_folder_is_imported_once(tmp_path: Path) -> None:
     root = tmp_path / "landing"
-    inbox = engagement.inbox_dir(root)
-    inbox.mkdir(parents=True)
-    (inbox / "a.csv").write_text(
+    drop = engagement.drop_dir(root)
+    assert drop == root / landing.ENGAGEMENT
+    drop.mkdir(parents=True)
+    csv_text = (
         "event_id,occurred_at,type,email,phone,shop,campaign,body\n"
         "c1,2026-11-01T00:00:00Z,email_unsubscribe,bob@example.com,,,spring,\n"
         "c2,yesterday,email_open,bob@example.com,,,,\n"
     )
-    (inbox / "notes.json").write_text("{}")  # a stray file is neither imported nor mistaken for a batch
-    results = engagement.import_inbox(root)
-    assert [(r.accepted, r.quarantined) for r in results] == [(1, 1)]
-    assert engagement.inbox_files(root) == []
-    assert engagement.import_inbox(root) == []  # processed once
+    (drop / "a.csv").write_text(csv_text)
+    (drop / "notes.json").write_text("{}")  # a stray file is neither imported nor mistaken for a batch
+    (drop / "empty.jsonl").write_bytes(b"")
+    (drop / "noheader.csv").write_text("1,2,3\n")  # not a feed at all: quarantined whole
+    # still being written: left for a later pickup
+    assert engagement.dropped_files(root, now=(drop / "a.csv").stat().st_mtime + 0.5) == []
+    files = engagement.dropped_files(root, settle_s=0)
+    assert sorted(f.path.name for f in files) == ["a.csv", "empty.jsonl", "noheader.csv"]
+    results = [engagement.import_dropped(root, f) for f in files]
+    assert sorted((r.accepted, r.quarantined) for r in results) == [(0, 0), (0, 1), (1, 1)]
+    # the batch it landed is not taken for a dropped file, and the folder is empty of drops
+    assert engagement.dropped_files(root, settle_s=0) == []
     assert [m.rows for m, _ in landing.iter_batches(root)] == [1]
+    # the same content dropped again is set aside, not imported twice
+    (drop / "again.csv").write_text(csv_text)
+    again = engagement.dropped_files(root, settle_s=0)
+    assert engagement.already_imported(root, again[0].sha256)
+    assert engagement.import_dropped(root, again[0]).batch is None
+    assert sorted(p.name.split("-", 1)[1] for p in engagement.processed_dir(root).iterdir()) == [
+        "a.csv",
+        "again.csv",
+        "empty.jsonl",
+        "noheader.csv",
+    ]
+    assert [m.rows for m, _ in landing.iter_batches(root)] == [1]
+    quarantined = [
+        json.loads(line)
+        for q in (root / "_quarantine" / "engagement").iterdir()
+        for line in q.read_text().splitlines()
+    ]
+    reasons = sorted((q["source"], q["line"], q["reason"].split(":")[0]) for q in quarantined)
+    assert reasons[0] == ("a.csv", 3, "occurred_at")
+    assert reasons[1][:2] == ("noheader.csv", None) and "header row" in quarantined_reason(
+        quarantined, "noheader.csv"
+    )
+
+
+def quarantined_reason(items: list[dict], source: str) -> str:
+    return next(q["reason"] for q in items if q["source"] == source)
 
 
 def test_unreadable_files_fail_clearly_and_write_nothing(tmp_path: Path) -> None:

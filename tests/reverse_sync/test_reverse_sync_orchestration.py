@@ -15,7 +15,14 @@ from ops_support import Store
 
 from orchestration.cli import cli
 from orchestration.control import ControlSettings, StoreRegistry, StoreStatus
-from orchestration.defs.reverse_sync.definitions import build_reverse_sync_defs, consent_push_sensor
+from orchestration.defs.reverse_sync.definitions import (
+    CONSENT_AUDIT_KEY,
+    build_reverse_sync_defs,
+    consent_push_sensor,
+    pushable_stores,
+    retry_run_requests,
+)
+from orchestration.defs.reverse_sync.service import REDACTED_REASON, plan_store
 from orchestration.defs.shopify.definitions import build_shopify_defs
 from orchestration.defs.shopify.partitions import STORES_PARTITION
 from orchestration.defs.shopify.resources import ShopifyStores, SyncPaths
@@ -101,7 +108,9 @@ def _setup(tmp_path: Path, store: Store) -> tuple[StoreRegistry, SyncPaths, Shop
             for c in store.shop.records["customers"].values()
         ]
     customers = pl.DataFrame(rows)
+    # three customers to write, and one without an email (a skip, logged with its reason)
     ids = customers.filter(pl.col("email").is_not_null())["id"].head(3).to_list()
+    ids += customers.filter(pl.col("email").is_null())["id"].head(1).to_list()
     consent = pl.DataFrame(
         {
             "shop": domain,
@@ -139,6 +148,18 @@ def _setup(tmp_path: Path, store: Store) -> tuple[StoreRegistry, SyncPaths, Shop
     return registry, paths, ShopifyStores(data_dir=str(tmp_path)), domain
 
 
+def _ids(paths: SyncPaths, *, email: bool = True) -> list[int]:
+    con = duckdb.connect(str(paths.warehouse_path), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT k.customer_id FROM core.consent k JOIN shopify.customers c ON c.id = k.customer_id "
+            f"WHERE c.email IS {'NOT ' if email else ''}NULL ORDER BY 1"
+        ).fetchall()
+    finally:
+        con.close()
+    return [r[0] for r in rows]
+
+
 def _consent_writes(store: Store) -> list[dict]:
     entries = store.control("GET", f"/shops/{store.shop.handle}/write_log").json()
     return [e for e in entries if e["operation"] == "customerEmailMarketingConsentUpdate"]
@@ -149,20 +170,37 @@ def test_sensor_and_consent_job_push_and_record(tmp_path: Path, store: Store) ->
     registry, paths, stores, domain = _setup(tmp_path, store)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(STORES_PARTITION, [domain])
-        resources = {"paths": paths, "stores": stores}
+        resources = {"stores": stores}
 
-        def tick(cursor: str | None = None) -> dg.SensorResult | dg.SkipReason:
+        def tick(cursor: str | None = None) -> dg.SensorResult:
             with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
-                return consent_push_sensor(context)
+                result = consent_push_sensor(context)
+            assert isinstance(result, dg.SensorResult)
+            return result
 
-        # toggle off: the sensor asks for nothing
-        assert isinstance(tick(), dg.SkipReason)
+        def audit(shops: list[str]) -> None:
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(asset_key=CONSENT_AUDIT_KEY, metadata={"pushable_shops": shops})
+            )
+
+        audit([domain])
+        first = tick()
+        assert first.run_requests == []  # toggle off: the sensor asks for nothing, but moves on
         registry.set_outbound_toggles(domain, {"email_consent": True})
-        result = tick()
-        assert isinstance(result, dg.SensorResult)
-        assert [r.partition_key for r in result.run_requests] == [domain]
-        assert result.run_requests[0].run_key.startswith("consent-")
-        assert isinstance(tick(result.cursor), dg.SkipReason)
+        assert tick(first.cursor).run_requests == []  # that change is behind the cursor now
+        audit(["other.myshopify.com"])  # a change in another store only
+        second = tick(first.cursor)
+        assert second.run_requests == [] and int(second.cursor or 0) > int(first.cursor or 0)
+        audit([domain])
+        third = tick(second.cursor)
+        assert [r.partition_key for r in third.run_requests] == [domain]
+        assert third.run_requests[0].run_key.startswith(f"consent:{domain}:")
+        assert tick(third.cursor).run_requests == []
+        # paused stores are never asked for
+        registry.set_store_status(domain, StoreStatus.DISCONNECTED, "paused")
+        audit([domain])
+        assert tick(third.cursor).run_requests == []
+        registry.set_store_status(domain, StoreStatus.CONNECTED)
 
         defs = dg.Definitions.merge(
             build_shopify_defs(stores=stores, paths=paths), build_reverse_sync_defs(paths)
@@ -217,3 +255,104 @@ def test_cli_settings_plan_and_retry_dead(tmp_path: Path, store: Store) -> None:
     out = runner.invoke(cli, ["push", "retry-dead", domain, *base, "--warehouse", str(paths.warehouse_path)])
     assert out.exit_code == 0 and out.output.startswith("0 dead-lettered")
     assert json.loads(json.dumps(sorted(registry.outbound_toggles(domain)))) == ["email_consent"]
+
+
+@pytest.mark.slow  # in-process Dagster runs (~8 s)
+def test_failed_consent_push_fails_its_check_alerts_and_is_retried_when_due(
+    tmp_path: Path, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry, paths, stores, domain = _setup(tmp_path, store)
+    registry.set_outbound_toggles(domain, {"email_consent": True})
+    ok, gone, _third = _ids(paths)
+    with store.shop.lock:  # deleted on Shopify after the warehouse last saw it
+        del store.shop.records["customers"][gone]
+    defs = dg.Definitions.merge(
+        build_shopify_defs(stores=stores, paths=paths), build_reverse_sync_defs(paths)
+    )
+    job = defs.resolve_job_def("reverse_sync_consent")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(STORES_PARTITION, [domain])
+        with caplog.at_level("ERROR", logger="shopsync.shopify.push"):
+            run = job.execute_in_process(partition_key=domain, instance=instance, raise_on_error=False)
+        (check,) = run.get_asset_check_evaluations()
+        assert check.check_name == "consent_pushed" and not check.passed
+        assert check.metadata["failed_customer_ids"].value == [gone]
+        assert check.metadata["errors"].value == ["Customer not found"]
+        # the alert names the customer and the error, on its own line
+        assert any(
+            str(gone) in r.getMessage() and "Customer not found" in r.getMessage() for r in caplog.records
+        )
+        assert ok not in [int(r.getMessage().split("customer ")[1].split(":")[0]) for r in caplog.records]
+        record = run.asset_materializations_for_node("reverse_sync__record")[0].metadata
+        assert record["by_outcome"].value == {
+            "written": 4,
+            "failed": 1,
+            "skipped": 1,
+        }  # 2 consent + 2 origins
+        due = datetime.fromisoformat(record["next_retry"].value["email_consent"])
+
+        # the retry is asked for once it is due, by the record that scheduled it, and only once
+        assert retry_run_requests(instance, [domain], due - timedelta(seconds=1)) == []
+        (retry,) = retry_run_requests(instance, [domain], due)
+        assert retry.job_name == "reverse_sync_consent" and retry.partition_key == domain
+        assert retry_run_requests(instance, [domain], due)[0].run_key == retry.run_key
+        con = duckdb.connect(str(paths.warehouse_path))
+        con.execute(
+            "UPDATE sync.pushed_state SET next_attempt_at = now() - INTERVAL 1 SECOND WHERE attempts > 0"
+        )
+        con.close()
+        again = job.execute_in_process(partition_key=domain, instance=instance, raise_on_error=False)
+        record = again.asset_materializations_for_node("reverse_sync__record")[0].metadata
+        # only the failed write went out again; the skip is not logged a second time
+        assert record["by_outcome"].value == {"failed": 1}
+        # the second failure backs off further, and a later retry comes from the newer record
+        assert retry_run_requests(instance, [domain], due) == []
+        assert retry_run_requests(instance, [domain], due + timedelta(hours=1))[0].run_key != retry.run_key
+    con = duckdb.connect(str(paths.warehouse_path), read_only=True)
+    skips = con.execute("SELECT customer_id, error FROM sync.push_log WHERE outcome = 'skipped'").fetchall()
+    attempts = con.execute("SELECT attempts FROM sync.pushed_state WHERE customer_id = ?", [gone]).fetchall()
+    con.close()
+    assert skips == [(_ids(paths, email=False)[0], "no email address")]
+    assert attempts == [(2,)]
+
+
+def test_disconnected_store_plans_and_sends_nothing(tmp_path: Path, store: Store) -> None:
+    registry, paths, _stores, domain = _setup(tmp_path, store)
+    registry.set_outbound_toggles(domain, {"email_consent": True})
+    registry.set_store_status(domain, StoreStatus.DISCONNECTED, "paused by the user")
+    plan = plan_store(paths.warehouse_path, registry, domain, as_of=datetime.now(UTC))
+    assert plan.plan.is_empty() and plan.blocked is not None and "Disconnected" in plan.blocked
+    base = ["--data-dir", str(tmp_path), "--warehouse", str(paths.warehouse_path)]
+    result = CliRunner().invoke(cli, ["push", "run", domain, *base])
+    assert result.exit_code == 1 and "Disconnected" in result.output and "Traceback" not in result.output
+    assert pushable_stores(registry, {"email_consent"}) == []
+    assert _consent_writes(store) == []
+
+
+def test_missing_scope_with_an_empty_plan_still_asks_for_reconnect(tmp_path: Path, store: Store) -> None:
+    registry, paths, _stores, domain = _setup(tmp_path, store)
+    registry.set_outbound_toggles(domain, {"profile": True})  # nothing to fill in this warehouse
+    assert plan_store(paths.warehouse_path, registry, domain, as_of=datetime.now(UTC)).plan.is_empty()
+    store.control("POST", f"/shops/{store.shop.handle}/scopes/remove", {"scope": "write_customers"})
+    base = ["--data-dir", str(tmp_path), "--warehouse", str(paths.warehouse_path)]
+    result = CliRunner().invoke(cli, ["push", "run", domain, *base])
+    assert result.exit_code == 1 and "reconnect" in result.output.lower()
+    assert registry.get_store(domain).status is StoreStatus.RECONNECT_REQUIRED
+
+
+def test_redacted_customers_are_never_planned(tmp_path: Path, store: Store) -> None:
+    registry, paths, _stores, domain = _setup(tmp_path, store)
+    registry.set_outbound_toggles(domain, {"email_consent": True})
+    first, second, third = _ids(paths)
+    con = duckdb.connect(str(paths.warehouse_path))
+    con.execute(
+        "CREATE SCHEMA privacy; CREATE TABLE privacy.redacted_customers "
+        "(shop VARCHAR, customer_id BIGINT, redacted_at TIMESTAMPTZ)"
+    )
+    con.execute("INSERT INTO privacy.redacted_customers VALUES (?, ?, now())", [domain, second])
+    con.execute("INSERT INTO privacy.redacted_customers VALUES ('other.myshopify.com', ?, now())", [first])
+    con.close()
+    plan = plan_store(paths.warehouse_path, registry, domain, as_of=datetime.now(UTC))
+    assert plan.plan["customer_id"].to_list() == [first, third]
+    redacted = plan.skips.filter(pl.col("customer_id") == second)
+    assert redacted["reason"].to_list() == [REDACTED_REASON] and redacted["payload"].to_list() == [None]

@@ -354,7 +354,7 @@ def test_echo_of_our_own_write_is_recognised(store: Store, run: Runner, client: 
     with duckdb.connect(run.path) as con:
         state = sync_log.read_pushed_state(con)
     fresh, echoes = split_echoes(inbound(), state)
-    assert echoes == 1 and fresh["customer_id"].to_list() == [ids[1]]
+    assert echoes["customer_id"].to_list() == [ids[0]] and fresh["customer_id"].to_list() == [ids[1]]
     # a later change by someone else is not an echo any more
     # (Shopify timestamps have whole seconds: the staff edit comes a little later)
     store.control("POST", "/clock/shift", {"seconds": 2})
@@ -363,7 +363,7 @@ def test_echo_of_our_own_write_is_recognised(store: Store, run: Runner, client: 
         {"input": {"id": f"gid://shopify/Customer/{ids[0]}", "note": "edited by staff"}},
     )
     fresh2, echoes2 = split_echoes(inbound(), state)
-    assert echoes2 == 0 and sorted(fresh2["customer_id"].to_list()) == sorted(ids)
+    assert echoes2.is_empty() and sorted(fresh2["customer_id"].to_list()) == sorted(ids)
 
 
 def test_unsubscribe_then_older_subscribed_from_shopify_stays_unsubscribed(store: Store, run: Runner) -> None:
@@ -486,25 +486,47 @@ def test_profile_fill_rereads_and_never_overwrites(store: Store, run: Runner) ->
         assert store.shop.records["customers"][cid]["first_name"] == "Set in admin"
 
 
-def test_engagement_from_events_matches_by_email_then_phone() -> None:
+def test_engagement_from_events_matches_normalised_keys_across_stores() -> None:
     from transforms.reverse_sync import engagement_from_events
+    from transforms.warehouse_inputs import engagement_frame
 
     t = datetime(2026, 3, 1, tzinfo=UTC)
-    events = pl.DataFrame(
+    raw = pl.DataFrame(
         {
-            "shop": "s",
-            "occurred_at": [t, t + timedelta(days=1), t, t + timedelta(days=2), t],
-            "type": ["email_open", "email_open", "email_sent", "sms_click", "sms_sent"],
-            "email": [" A@x.io", "a@x.io", "a@x.io", None, None],
-            "phone": [None, None, None, "+1555", "+1555"],
+            "event_id": [f"e{i}" for i in range(7)],
+            "occurred_at": [t, t + timedelta(days=1), t, t + timedelta(days=2), t, t, t + timedelta(days=3)],
+            "type": [
+                "email_open",
+                "email_open",
+                "email_sent",
+                "sms_click",
+                "sms_sent",
+                "email_sent",
+                "email_click",
+            ],
+            "email": [" A@x.io", "a@x.io", "a@x.io", None, None, "a@x.io", "a@x.io"],
+            # the same number three ways: national, E.164, with punctuation
+            "phone": [None, None, None, "(415) 555-0101", "+14155550101", None, None],
+            # e5 and e6 name a store: they count there only; the rest count in every store
+            "shop": ["s", None, None, None, None, "t", "s"],
+            "body": [None] * 7,
+        },
+        schema_overrides={"occurred_at": pl.Datetime("us", "UTC")},
+    )
+    events = engagement_frame(raw, "US")
+    customers = pl.DataFrame(
+        {
+            "shop": ["s", "s", "t"],
+            "customer_id": [1, 2, 3],
+            "email_norm": ["a@x.io", None, "a@x.io"],
+            "phone_e164": [None, "+14155550101", None],
         }
     )
-    customers = pl.DataFrame(
-        {"shop": "s", "customer_id": [1, 2], "email": ["a@x.io", None], "phone": [None, "+1555"]}
-    )
     metrics = pl.DataFrame({"shop": "s", "customer_id": [1], "segment": ["Champions"]})
-    out = engagement_from_events(events, customers, metrics).sort("customer_id")
-    assert out["last_email_open_at"].to_list() == [t + timedelta(days=1), None]
-    assert out["last_sms_click_at"].to_list() == [None, t + timedelta(days=2)]
-    assert out["messages_sent"].to_list() == [1, 1]
-    assert out["rfm_segment"].to_list() == ["Champions", None]
+    out = engagement_from_events(events, customers, metrics).sort("shop", "customer_id")
+    assert out.select("shop", "customer_id").rows() == [("s", 1), ("s", 2), ("t", 3)]
+    assert out["last_email_open_at"].to_list() == [t + timedelta(days=1), None, t + timedelta(days=1)]
+    assert out["last_email_click_at"].to_list() == [t + timedelta(days=3), None, None]
+    assert out["last_sms_click_at"].to_list() == [None, t + timedelta(days=2), None]
+    assert out["messages_sent"].to_list() == [1, 1, 2]
+    assert out["rfm_segment"].to_list() == ["Champions", None, None]

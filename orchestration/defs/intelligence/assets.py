@@ -48,6 +48,7 @@ def core_key(name: str) -> dg.AssetKey:
 
 
 SNAPSHOT_KEY = dg.AssetKey(["analyst", "snapshot"])
+ENGAGEMENT_EVENTS = dg.AssetKey(["engagement", "events"])
 
 
 def core_specs(
@@ -283,7 +284,19 @@ def metrics_assets(
 
 
 @dg.multi_asset(
-    specs=core_specs(CONSENT_DOCS, "consent", [core_key("contact_identities"), table_key("customers")]),
+    specs=[
+        # engagement.events (orchestration/defs/reverse_sync/engagement.py) feeds consent: the edge
+        # orders the engagement feed job, which runs this asset itself, so eager ignores it (a
+        # deployment that never loaded an engagement feed still refreshes consent after loads)
+        spec.replace_attributes(
+            automation_condition=EAGER.ignore(dg.AssetSelection.assets(ENGAGEMENT_EVENTS))
+        )
+        for spec in core_specs(
+            CONSENT_DOCS,
+            "consent",
+            [core_key("contact_identities"), table_key("customers"), ENGAGEMENT_EVENTS],
+        )
+    ],
     pool=WAREHOUSE_POOL,
     name="core__consent",
 )
@@ -378,6 +391,8 @@ def consent_assets(
             "contact_changes_by_reason": dg.MetadataValue.json(
                 dict(contact_changes.group_by("reason").len().sort("reason").iter_rows())
             ),
+            # read by the consent push sensor (orchestration/defs/reverse_sync)
+            "pushable_shops": dg.MetadataValue.json(consent_tf.pushable_shops(changes)),
         },
     )
 
