@@ -22,8 +22,9 @@ _HEALTH = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=1), warn_wi
 # Store health: daily at 05:15 UTC.
 _DAILY = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=26))
 
-# The first matching prefix wins. Reverse-sync assets have none: they run when there is
-# something to push, so their age says nothing about health (push failures have checks).
+# The first matching prefix wins. Reverse-sync and engagement-feed assets have none: they run
+# when there is something to push or a feed file arrives, so their age says nothing about
+# health (push failures and quarantined lines have their own checks and counts).
 POLICIES: tuple[tuple[tuple[str, ...], dg.FreshnessPolicy], ...] = (
     (("shopify", "store_health"), _DAILY),
     (("shopify",), _SYNCED),

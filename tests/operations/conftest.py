@@ -35,8 +35,9 @@ def _ledger_rows(warehouse: Path, shops: list[str]) -> None:
             ).fetchone()
             assert customer is not None
             con.execute(
-                "INSERT INTO sync.push_log VALUES ('run', ?, ?, ?, 'profile', 'first_name', 'customerUpdate', "
-                "'ok', NULL, 'h', 'w')",
+                "INSERT INTO sync.push_log (run_id, logged_at, shop, customer_id, kind, key, operation, outcome, "
+                "error, payload_hash, write_id) VALUES ('run', ?, ?, ?, 'profile', 'first_name', 'customerUpdate', "
+                "'written', NULL, 'h', 'w')",
                 [now, shop, customer[0]],
             )
             con.execute(

@@ -92,7 +92,8 @@ def test_two_processes_share_the_bucket_and_are_rarely_throttled(
     # the same two fetches, each pacing alone as if it had the whole bucket: throttled often
     # (and one may even give up after every attempt was THROTTLED)
     alone = _sync_concurrently(small_bucket_store, tmp_path / "alone", None)
-    assert sum(r["throttled"] for r in alone) > 0.1 * sum(r["requests"] for r in alone), alone
+    alone_throttled = sum(r["throttled"] for r in alone)
+    assert alone_throttled >= max(5, 3 * throttled), alone
 
 
 class FakeClock:
