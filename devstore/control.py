@@ -316,6 +316,11 @@ async def create_record(request: Request) -> Response:
                 values.update(shop=shop.domain, **{fk: record_id})
                 if "id" in model.TABLES[child_table] and values.get("id") is None:
                     values["id"] = shop.next_id()
+                # Shopify stamps what it creates; a child served without its non-null
+                # timestamps would fail every query that reads it
+                for stamp in ("created_at", "updated_at"):
+                    if stamp in model.TABLES[child_table] and values.get(stamp) is None:
+                        values[stamp] = shop.clock.now()
                 children.append(values)
         created = shop.create_record(entity, row, operation="control.create", topic=f"{resource}/create")
     return _ok(created, status=201)

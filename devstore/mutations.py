@@ -624,7 +624,9 @@ def resolve_customer_update(root: Any, info: GraphQLResolveInfo, input: dict[str
                 if phone is None:
                     changes.update(sms_consent_state=None, sms_consent_opt_in_level=None)
                 elif not customer.get("phone"):
-                    changes["sms_consent_state"] = "NOT_SUBSCRIBED"
+                    changes.update(
+                        sms_consent_state="NOT_SUBSCRIBED", sms_consent_opt_in_level="SINGLE_OPT_IN"
+                    )
         for arg, mutation in (
             ("emailMarketingConsent", "customerEmailMarketingConsentUpdate"),
             ("smsMarketingConsent", "customerSmsMarketingConsentUpdate"),

@@ -870,7 +870,8 @@ def _customer_sms_consent(c: Record, info: GraphQLResolveInfo) -> Record | None:
         return None
     return {
         "marketingState": c.get("sms_consent_state") or "NOT_SUBSCRIBED",
-        "marketingOptInLevel": c.get("sms_consent_opt_in_level"),
+        # non-null in the schema: a phone given without a consent choice is single opt-in
+        "marketingOptInLevel": c.get("sms_consent_opt_in_level") or "SINGLE_OPT_IN",
         "consentUpdatedAt": c.get("sms_consent_updated_at"),
         "consentCollectedFrom": c.get("sms_consent_collected_from"),
         "sourceLocation": None,

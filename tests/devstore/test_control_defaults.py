@@ -43,3 +43,29 @@ def test_sparse_customer_order_and_product_read_back_without_errors(store: Store
         "handle": "trail-mug",
         "status": "ACTIVE",
     }
+
+
+def test_sparse_children_get_their_timestamps_and_read_back(store: Store) -> None:
+    handle = store.shop.handle
+    product = store.control(
+        "POST",
+        f"/shops/{handle}/records/products",
+        {"title": "Camp Stool", "variants": [{"title": "Green", "price": "19.00", "sku": "CS-G"}]},
+    )
+    assert product.status_code in (200, 201), product.text
+    order = store.control(
+        "POST",
+        f"/shops/{handle}/records/orders",
+        {"email": "cs@x.io", "refunds": [{"total_refunded": "5.00", "note": "scratched"}]},
+    )
+    assert order.status_code in (200, 201), order.text
+    body = store.gql(
+        "{ products(first: 1, sortKey: CREATED_AT, reverse: true) { nodes { title"
+        "    variants(first: 5) { nodes { title sku createdAt updatedAt } } } }"
+        "  orders(first: 1, sortKey: CREATED_AT, reverse: true) { nodes { refunds { createdAt note } } } }"
+    )
+    assert "errors" not in body, body["errors"]
+    (variant,) = body["data"]["products"]["nodes"][0]["variants"]["nodes"]
+    assert variant["title"] == "Green" and variant["createdAt"] and variant["updatedAt"]
+    (refund,) = body["data"]["orders"]["nodes"][0]["refunds"]
+    assert refund["note"] == "scratched" and refund["createdAt"]

@@ -339,6 +339,17 @@ def test_customer_update_fills_a_missing_phone(store: Store) -> None:
     assert payload["userErrors"] == []
     assert payload["customer"]["defaultPhoneNumber"]["phoneNumber"] == "+14155552671"
     assert store.shop.records["customers"][numeric_id(gid)]["sms_consent_state"] == "NOT_SUBSCRIBED"
+    # the new phone's SMS consent reads back whole (its opt-in level is non-null in the schema),
+    # so a later sync of the customer does not fail
+    read = store.gql(
+        "query($id: ID!) { customer(id: $id) { smsMarketingConsent { marketingState marketingOptInLevel } } }",
+        {"id": gid},
+    )
+    assert "errors" not in read, read
+    assert read["data"]["customer"]["smsMarketingConsent"] == {
+        "marketingState": "NOT_SUBSCRIBED",
+        "marketingOptInLevel": "SINGLE_OPT_IN",
+    }
 
 
 def test_customer_address_create_sets_default(store: Store) -> None:
