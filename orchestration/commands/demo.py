@@ -63,7 +63,7 @@ def run_demo(
     """
     from devstore.server import create_world, start_in_thread
     from orchestration.control import ControlSettings, StoreRegistry
-    from orchestration.defs.instance import local_instance
+    from orchestration.defs.instance import in_process_tags, local_instance
     from orchestration.defs.shopify.checks import live_rows_by_shop
     from orchestration.defs.shopify.definitions import build_shopify_defs
     from orchestration.defs.shopify.partitions import add_store_partition
@@ -110,7 +110,7 @@ def run_demo(
                 instance=instance,
                 partition_key=shop["domain"],
                 run_config=_QUIET,
-                tags={"shopsync/trigger": "demo"},
+                tags={"shopsync/trigger": "demo", **in_process_tags()},
                 raise_on_error=False,
             )
             return {
@@ -163,12 +163,16 @@ def run_demo(
 
 def _refresh_intelligence(instance: Any, paths: Any) -> dict[str, Any]:
     """Materialise identity, metrics, consent, contacts and the analyst snapshot on the same instance."""
+    from orchestration.defs.instance import in_process_tags
     from orchestration.defs.intelligence.definitions import build_intelligence_defs
 
     started = time.perf_counter()
     job = build_intelligence_defs(paths).resolve_job_def("intelligence_refresh")
     result = job.execute_in_process(
-        instance=instance, run_config=_QUIET, tags={"shopsync/trigger": "demo"}, raise_on_error=False
+        instance=instance,
+        run_config=_QUIET,
+        tags={"shopsync/trigger": "demo", **in_process_tags()},
+        raise_on_error=False,
     )
     return {
         "store": "all stores (intelligence)",

@@ -422,7 +422,7 @@ def launch_sync(
     ``.dagster_home``), which records it with its events and materialisations, so it shows
     in the UI like a scheduled run. Paths are the store's project's.
     """
-    from orchestration.defs.instance import local_instance
+    from orchestration.defs.instance import in_process_tags, local_instance
     from orchestration.defs.shopify.definitions import build_shopify_defs
     from orchestration.defs.shopify.jobs import fetch_key, fetch_run_config, table_key
     from orchestration.defs.shopify.partitions import SHOPIFY_ENTITIES, add_store_partition
@@ -466,7 +466,7 @@ def launch_sync(
             "loggers": {"console": {"config": {"log_level": "WARNING"}}},
         },
         asset_selection=[k for e in chosen for k in (fetch_key(e), table_key(e))],
-        tags={"shopsync/trigger": trigger, "shopsync/project": store.project},
+        tags={"shopsync/trigger": trigger, "shopsync/project": store.project, **in_process_tags()},
         raise_on_error=False,
     )
     from orchestration.control.status import mark_sync_succeeded

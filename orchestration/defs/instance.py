@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import dagster as dg
@@ -47,11 +48,38 @@ def local_instance(root: Path | None = None) -> dg.DagsterInstance:
     return instance
 
 
+# Tags of a run a shopsync process executes itself (the CLI, the demo): which process runs it,
+# so a later process can tell a run whose process died from one still going.
+HOST_TAG = "shopsync/host"
+PID_TAG = "shopsync/pid"
+
+
+def in_process_tags() -> dict[str, str]:
+    """Tags for a run executed in this process (``execute_in_process``)."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def _process_died(run: dg.DagsterRun) -> bool:
+    """True when the run was executed in a process of this host that no longer exists."""
+    pid = run.tags.get(PID_TAG)
+    if run.tags.get(HOST_TAG) != socket.gethostname() or not pid or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by another user
+        return False
+    return False
+
+
 def ensure_warehouse_pool(instance: dg.DagsterInstance) -> None:
     """Give the ``warehouse`` pool its one slot and free slots held by runs that ended.
 
-    Run monitoring frees such slots when the daemon runs; a CLI run without the daemon
-    must not wait forever on a slot a crashed earlier run kept.
+    Run monitoring frees such slots when the daemon runs. A run the CLI executed itself and
+    whose process was killed stays "started" with its slot for ever, since no launcher
+    watches it: such a run is marked failed (saying so) and its slot freed, so the next
+    run does not wait on a slot nobody holds.
     """
     storage = instance.event_log_storage
     info = storage.get_concurrency_info(WAREHOUSE_POOL)
@@ -59,5 +87,12 @@ def ensure_warehouse_pool(instance: dg.DagsterInstance) -> None:
         storage.set_concurrency_slots(WAREHOUSE_POOL, 1)
     for run_id in info.active_run_ids | info.pending_run_ids:
         run = instance.get_run_by_id(run_id)
+        if run is not None and run.status in _ACTIVE and _process_died(run):
+            instance.report_run_failed(
+                run,
+                f"The process that ran it (pid {run.tags[PID_TAG]}) ended without finishing it; "
+                "its warehouse slot is freed. Run the sync again.",
+            )
+            run = instance.get_run_by_id(run_id)
         if run is None or run.status not in _ACTIVE:
             storage.free_concurrency_slots_for_run(run_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -117,6 +118,44 @@ def test_dagster_dev_from_the_repo_root_uses_the_demo_instance(
         assert reopened.get_dynamic_partitions(STORES_PARTITION) == ["demo-store.myshopify.com"]
     finally:
         reopened.dispose()
+
+
+def test_a_cli_run_whose_process_died_is_failed_and_frees_its_slot() -> None:
+    """A run the CLI executed itself and that was SIGKILLed stays "started"; the next CLI run cleans up."""
+    import subprocess
+    import sys
+
+    from orchestration.defs.instance import in_process_tags
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    with dg.instance_for_test() as instance:
+        ensure_warehouse_pool(instance)
+        storage = instance.event_log_storage
+        job = dg.GraphDefinition(name="g").to_job()
+        crashed = instance.create_run_for_job(
+            job, tags={**in_process_tags(), "shopsync/pid": dead.stdout.strip()}
+        )
+        running = instance.create_run_for_job(job, tags=in_process_tags())  # this very process: alive
+        for run in (crashed, running):
+            instance.handle_new_event(
+                dg.EventLogEntry(
+                    error_info=None,
+                    level="DEBUG",
+                    user_message="",
+                    run_id=run.run_id,
+                    timestamp=time.time(),
+                    dagster_event=dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name=job.name),
+                )
+            )
+        assert storage.claim_concurrency_slot(WAREHOUSE_POOL, crashed.run_id, "load").is_claimed
+        ensure_warehouse_pool(instance)
+        after = instance.get_run_by_id(crashed.run_id)
+        assert after is not None and after.status == dg.DagsterRunStatus.FAILURE
+        assert storage.get_concurrency_info(WAREHOUSE_POOL).active_slot_count == 0
+        still = instance.get_run_by_id(running.run_id)
+        assert still is not None and still.status == dg.DagsterRunStatus.STARTED
 
 
 def test_stale_pool_slots_of_ended_runs_are_freed() -> None:
