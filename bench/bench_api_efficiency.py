@@ -15,6 +15,21 @@ and the incremental run's time ÷ the full sync's time, fetch and load both (goa
 
     .venv/bin/python bench/bench_api_efficiency.py            # 20,000 customers (~35 min at 100 points/s)
     .venv/bin/python bench/bench_api_efficiency.py --quick    # 1,500 customers (~2 min)
+
+Measured 2026-12-06 on the shared 2-core box at 20,000 customers, under
+``flock /tmp/shopsync-bench.lock``:
+
+- 20:19-20:53, client of commit 6cafea0: points/s ÷ restore rate 1.000 (raw 1.006), THROTTLED
+  0 of 456 requests; full sync 18.6 s (bulk 15.5 s + load 3.1 s), incremental run 5.36 s
+  (read 4.93 s, mostly waiting for points + load 0.43 s): ratio 0.288, goal NOT met.
+- 21:48-22:23, pages fitted to the bucket (commit 5884803): 1.000 (raw 1.009), THROTTLED 0 of
+  1,808 requests (quarter pages while the bucket is empty: more, smaller requests, the same
+  points per second); full sync 10.2 s (bulk 8.5 s + load 1.7 s), incremental run 1.76 s
+  (read 1.39 s + load 0.36 s): ratio 0.173, goal NOT met.
+
+The devstore finishes a bulk job at once (the 2 s poll interval dominates the export), far
+faster than Shopify's bulk operations, so the full sync here is a lower bound and the ratio
+an upper bound; 200 changed customers still spend ~2,000 points (a full standard bucket).
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from orchestration.defs.reverse_sync.engagement import (
 )
 from orchestration.defs.shopify.partitions import stores_partitions
 from orchestration.defs.shopify.resources import ShopifyStores, SyncPaths
+from pipelines.push_journal import PushBusy
 from pipelines.shopify.push import PushReport
 
 GROUP = "reverse_sync"
@@ -105,13 +106,16 @@ def reverse_sync_push(
     Reconnect required and sends nothing.
     """
     registry = stores.registry()
-    report = service.push_store(
-        registry,
-        plan,
-        run_id=context.run_id,
-        now=_now(),
-        journal_folder=service.journal_dir(paths.state_path),
-    )
+    try:
+        report = service.push_store(
+            registry,
+            plan,
+            run_id=context.run_id,
+            now=_now(),
+            journal_folder=service.journal_dir(paths.state_path),
+        )
+    except PushBusy as exc:
+        raise dg.Failure(description=str(exc)) from None
     if report is None:
         raise dg.Failure(
             description=registry.get_store(plan.shop).status_detail or "Reconnect the store.",
