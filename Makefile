@@ -22,7 +22,7 @@ ui: $(VENV)/.installed
 	$(BIN)/shopsync demo --ui
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -59,3 +59,19 @@ def devstore_shared() -> Iterator[RunningDevstore]:
     running = _start({})
     yield running
     running.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the one-line summaries tests record (``record_property("summary", ...)``), also under xdist."""
+    lines = [
+        f"{report.nodeid.rsplit('::', 1)[-1]}: {value}"
+        for outcome in ("passed", "failed")
+        for report in terminalreporter.stats.get(outcome, [])
+        if getattr(report, "when", "call") == "call"
+        for name, value in getattr(report, "user_properties", [])
+        if name == "summary"
+    ]
+    if lines:
+        terminalreporter.section("summaries")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -236,7 +237,9 @@ def product(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
         devstore.stop()
 
 
-def test_the_whole_product_under_faults_ends_with_the_truth(product: Product) -> None:
+def test_the_whole_product_under_faults_ends_with_the_truth(
+    product: Product, record_property: Callable[[str, object], None]
+) -> None:
     p = product
     started = time.monotonic()
     phases: dict[str, float] = {}
@@ -438,7 +441,9 @@ def test_the_whole_product_under_faults_ends_with_the_truth(product: Product) ->
         "seconds": round(time.monotonic() - started, 1),
         "phases_s": phases,
     }
-    print("fault suite: " + json.dumps(summary, sort_keys=True))
+    line = "fault suite: " + json.dumps(summary, sort_keys=True)
+    print(line)
+    record_property("summary", line)  # printed at the end of the run (tests/conftest.py)
 
 
 def _wait_for_deliveries(p: Product, timeout: float = 60) -> list[str]:
