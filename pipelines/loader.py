@@ -49,6 +49,7 @@ import pyarrow as pa
 from dlt.common.exceptions import DltException
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
+from pipelines import privacy
 from pipelines.landing import ENGAGEMENT, Manifest, iter_batches, mark_loaded, pending_batches
 from pipelines.loader_specs import GID_TYPE, SPECS, ChildSpec, EntitySpec, gid_number
 from pipelines.observability import record_lag
@@ -1062,6 +1063,10 @@ def load_pending(
             result.deleted,
         )
         total.add(result)
+    # Customers a store asked to erase stay erased, whatever the batches just loaded said.
+    again = privacy.reapply_redactions(warehouse, {m.shop for m, _ in todo})
+    if again:
+        log.info("erased again the personal data of %d redacted customer(s) a load brought back", len(again))
     total.duration_s = time.perf_counter() - started
     return total
 

@@ -364,6 +364,61 @@ def redact_customer(warehouse: Path, subject: Subject, *, at: datetime) -> dict[
     return touched
 
 
+def reapply_redactions(warehouse: Path, shops: Iterable[str]) -> list[tuple[str, int]]:
+    """Erase again the personal fields of redacted customers that a later load brought back.
+
+    A customer redacted here may still be served by Shopify for a while (Shopify erases on
+    its own schedule), so a re-sync or an incremental read can load their profile again.
+    After each load, every redacted customer of the loaded stores whose rows carry personal
+    data again is redacted again (their original redaction time kept). Returns who was.
+    """
+    shops = sorted(set(shops))
+    if not shops or not Path(warehouse).exists():
+        return []
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        tables = _tables(con)
+        if REDACTED_TABLE not in tables:
+            return []
+        listed, params = _in(shops)
+        redacted = con.execute(
+            f"SELECT shop, customer_id, min(redacted_at) FROM {REDACTED_TABLE} WHERE shop IN {listed} "
+            "GROUP BY ALL ORDER BY ALL",
+            params,
+        ).fetchall()
+        back = [(shop, cid, at) for shop, cid, at in redacted if _has_personal_data(con, tables, shop, cid)]
+    finally:
+        con.close()
+    for shop, cid, at in back:
+        redact_customer(warehouse, Subject(shop, int(cid)), at=at)
+    return [(shop, int(cid)) for shop, cid, _ in back]
+
+
+def _has_personal_data(
+    con: duckdb.DuckDBPyConnection, tables: dict[str, dict[str, str]], shop: str, customer_id: int
+) -> bool:
+    """Whether the Shopify rows of one customer (profile, addresses, orders) hold personal data."""
+    for table, key in (
+        ("shopify.customers", "id"),
+        ("shopify.customer_addresses", "customer_id"),
+        ("shopify.orders", "customer_id"),
+        ("shopify.abandoned_checkouts", "customer_id"),
+    ):
+        columns = tables.get(table)
+        if not columns or key not in columns:
+            continue
+        personal = [c for c in columns if c in PERSONAL_COLUMNS]
+        if not personal:
+            continue
+        held = " OR ".join(f'"{c}" IS NOT NULL' for c in personal)
+        found = con.execute(
+            f"SELECT count(*) FROM {_q(table)} WHERE shop = ? AND {key} = ? AND ({held})", [shop, customer_id]
+        ).fetchone()
+        if found and found[0]:
+            return True
+    return False
+
+
 def scrub(value: Any) -> Any:
     """A copy of a landing line (or REST payload) with every personal field set to null."""
     if isinstance(value, list):

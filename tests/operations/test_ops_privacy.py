@@ -312,6 +312,20 @@ def test_customer_redact_erases_personal_data_everywhere_and_is_audited(ops: Ops
     assert ops.sql(
         "SELECT email, note FROM shopify.customers WHERE shop = ? AND id = ?", shop0, customer_id
     ) == [(None, None)]
+    # Shopify still serves the customer: a full re-sync loads the profile, which is erased again
+    resynced = ops.cli("stores", "resync", shop0)
+    assert resynced.exit_code == 0, resynced.output
+    assert ops.sql(
+        "SELECT first_name, email, phone, note FROM shopify.customers WHERE shop = ? AND id = ?",
+        shop0,
+        customer_id,
+    ) == [(None, None, None, None)]
+    assert ops.sql(
+        "SELECT count(*) FROM shopify.orders WHERE shop = ? AND customer_id = ? AND email IS NOT NULL",
+        shop0,
+        customer_id,
+    ) == [(0,)]
+    assert ops.sql("SELECT count(*) FROM privacy.redacted_customers") == [(1,)]
 
 
 def test_shop_redact_after_uninstall_deletes_the_store(ops: Ops) -> None:
