@@ -33,7 +33,7 @@ from pipelines.shopify.client import ShopifyClient
 from pipelines.shopify.push import PushReport, PushScopeMissing, push_shop
 from transforms import reverse_sync as rs
 from transforms.identity.normalise import normalise_emails, normalise_phones
-from transforms.warehouse_inputs import engagement_frame
+from transforms.warehouse_inputs import engagement_frame, store_regions
 
 log = logging.getLogger("shopsync.reverse_sync")
 
@@ -213,9 +213,13 @@ def plan_store(
     *,
     as_of: datetime,
     kinds: set[str] | None = None,
-    region: str = DEFAULT_REGION,
+    region: str | None = None,
 ) -> StorePlan:
-    """Plan one store's push from the warehouse (read only). ``kinds`` narrows the toggles (a job pushes only its kind)."""
+    """Plan one store's push from the warehouse (read only). ``kinds`` narrows the toggles (a job pushes only its kind).
+
+    ``region`` is the default country of phones typed without a country code; unset, it is the
+    store's own (the commonest country of its customers' addresses, else US), as identity uses.
+    """
     toggles = registry.outbound_toggles(domain)
     if kinds is not None:
         toggles &= kinds
@@ -226,6 +230,9 @@ def plan_store(
         return _empty(domain, toggles)
     con = wio.connect(Path(warehouse), read_only=True)
     try:
+        if region is None:
+            profiles = wio.customer_profiles(con).filter(pl.col("shop") == domain)
+            region = store_regions(profiles.select("shop", "country")).get(domain, DEFAULT_REGION)
         customers = _customers(con, domain, region)
         consent = (
             wio.read_table(con, "core.consent").filter(pl.col("shop") == domain)
