@@ -120,7 +120,7 @@ def _wait(http: httpx.Client, store: RunningDevstore, gid: str, seconds: float) 
         node: dict[str, Any] = http.post(
             store.graphql_url(HANDLE), json={"query": NODE, "variables": {"id": gid}}
         ).json()["data"]["node"]
-        if node["status"] not in ("CREATED", "RUNNING") or time.monotonic() > deadline:
+        if node["status"] not in ("CREATED", "RUNNING", "CANCELING") or time.monotonic() > deadline:
             return node
         time.sleep(0.02)
 
@@ -134,8 +134,9 @@ def bulk_outcomes(store: RunningDevstore, n: int = 8) -> list[str]:
             payload = started["data"]["bulkOperationRunQuery"]
             assert payload["userErrors"] == [], payload
             gid = payload["bulkOperation"]["id"]
-            # without a simulated running time a healthy operation finishes at once
-            node = _wait(http, store, gid, 0.6)
+            # without a simulated running time a healthy operation finishes at once (within a
+            # couple of seconds on a loaded machine); one that never finishes stays RUNNING
+            node = _wait(http, store, gid, 2.0)
             if node["status"] == "RUNNING":
                 outcomes.append(f"never_finished_at_{node['objectCount']}")
                 http.post(store.graphql_url(HANDLE), json={"query": CANCEL, "variables": {"id": gid}})
