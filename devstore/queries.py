@@ -402,8 +402,19 @@ def _term_predicate(term: SearchTerm, fields: set[str], invalid: list[str]) -> P
         when = _parse_time(raw)
         if when is None:
             return None
-        # Shopify keeps timestamps to the second, and that is what clients see and send back
-        return lambda r: _compare(_seconds(r.get(name)), op, when)
+        # Shopify keeps timestamps to the second, and that is what clients see and send back:
+        # compare a record's time truncated to its second, here as bounds on the raw value
+        # (floor(t) >= w  <=>  t >= ceil(w), floor(t) <= w  <=>  t < floor(w) + 1 s, ...)
+        low = _seconds(when)
+        high = low + timedelta(seconds=1)
+        above = high if when > low else low  # the first whole second at or after `when`
+        bounds: dict[str, Predicate] = {
+            ">=": lambda r: (t := r.get(name)) is not None and t >= above,
+            ">": lambda r: (t := r.get(name)) is not None and t >= high,
+            "<=": lambda r: (t := r.get(name)) is not None and t < high,
+            "<": lambda r: (t := r.get(name)) is not None and t < above,
+        }
+        return bounds.get(op) or (lambda r: _compare(_seconds(r.get(name)), op, when))
     if name == "id":
         try:
             number = int(raw.rsplit("/", 1)[-1])
@@ -504,17 +515,31 @@ def _order_visible(info: GraphQLResolveInfo) -> Callable[[Record], bool]:
 
 
 def _orders_by_customer(info: GraphQLResolveInfo, *, visible_only: bool = True) -> dict[int, list[Record]]:
-    """Orders per customer id; ``visible_only`` applies the read_all_orders window."""
+    """Orders per customer id; ``visible_only`` applies the read_all_orders window.
 
-    def build() -> dict[int, list[Record]]:
+    The whole-shop index is kept between requests until a record changes (a page of
+    customers asks for every customer's order count and spend: scanning every order on
+    each page made paged reads of big shops slow, as Shopify's are not).
+    """
+    shop = shop_of(info)
+
+    def build_all() -> dict[int, list[Record]]:
         index: dict[int, list[Record]] = {}
-        visible = _order_visible(info) if visible_only else (lambda _r: True)
-        for order in shop_of(info).records["orders"].values():
-            if order.get("customer_id") is not None and visible(order):
+        for order in shop.records["orders"].values():
+            if order.get("customer_id") is not None:
                 index.setdefault(order["customer_id"], []).append(order)
         return index
 
-    result: dict[int, list[Record]] = _cache(info, f"orders_by_customer:{visible_only}", build)
+    everything: dict[int, list[Record]] = shop.derived("orders_by_customer", build_all)
+    if not visible_only or "read_all_orders" in context_of(info)["scopes"]:
+        return everything
+
+    def build() -> dict[int, list[Record]]:
+        visible = _order_visible(info)
+        seen = {cid: [o for o in orders if visible(o)] for cid, orders in everything.items()}
+        return {cid: orders for cid, orders in seen.items() if orders}
+
+    result: dict[int, list[Record]] = _cache(info, "orders_by_customer:visible", build)
     return result
 
 

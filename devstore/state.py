@@ -131,6 +131,20 @@ class ShopState:
         self.bulk_operations: dict[int, Record] = {}
         self.listeners: list[WebhookListener] = []
         self._ids = itertools.count(10_000_000_000 + int(time.time()))
+        # Moves on every record create, update, delete and load: indexes derived from the
+        # records (orders per customer) are kept while it stands still.
+        self.revision = 0
+        self._derived: dict[str, tuple[int, Any]] = {}
+
+    def derived(self, name: str, build: Callable[[], Any]) -> Any:
+        """``build()``'s result, rebuilt only after a record changed (``revision`` moved)."""
+        with self.lock:
+            cached = self._derived.get(name)
+            if cached is not None and cached[0] == self.revision:
+                return cached[1]
+            value = build()
+            self._derived[name] = (self.revision, value)
+            return value
 
     # ids -------------------------------------------------------------------------------
     def next_id(self) -> int:
@@ -147,6 +161,7 @@ class ShopState:
         """Replace this shop's records with the rows of ``tables`` that belong to it."""
         max_id = 0
         with self.lock:
+            self.revision += 1
             for table in ENTITY_TABLES:
                 frame = tables.get(table)
                 rows = [] if frame is None else frame.filter(pl.col("shop") == self.domain).to_dicts()
@@ -241,6 +256,7 @@ class ShopState:
                 row["created_at"] = now
             row["updated_at"] = now
             self.records[table][row["id"]] = row
+            self.revision += 1
             self.log_write(operation, self.gid(table, row["id"]), dict(record))
             snapshot = dict(row)
         if topic:
@@ -269,6 +285,7 @@ class ShopState:
                 return None
             row.update(changes)
             row["updated_at"] = at or self.clock.now()
+            self.revision += 1
             self.log_write(
                 operation, self.gid(table, record_id), dict(changes) if log_payload is None else log_payload
             )
@@ -285,6 +302,7 @@ class ShopState:
             row = self.records[table].pop(record_id, None)
             if row is None:
                 return None
+            self.revision += 1
             for child, (parent, _fk) in CHILD_TABLES.items():
                 if parent == table:
                     self.children[child].pop(record_id, None)

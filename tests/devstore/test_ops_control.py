@@ -59,6 +59,34 @@ def test_create_read_update_delete_records(store: Store) -> None:
     assert ops == ["control.create", "control.update", "control.delete"]
 
 
+def test_order_counts_and_spend_follow_order_changes(store: Store) -> None:
+    # the devstore keeps its orders-per-customer index between requests: every create,
+    # reassignment and delete of an order must still show at once
+    handle = store.shop.handle
+    customer = store.control("POST", f"/shops/{handle}/records/customers", {"first_name": "Idx"}).json()
+    gid = f"gid://shopify/Customer/{customer['id']}"
+    query = "query($id: ID!) { customer(id: $id) { numberOfOrders amountSpent { amount } } }"
+
+    def seen() -> tuple[str, str]:
+        c = store.gql(query, {"id": gid})["data"]["customer"]
+        return c["numberOfOrders"], str(float(c["amountSpent"]["amount"]))
+
+    assert seen() == ("0", "0.0")
+    order = store.control(
+        "POST",
+        f"/shops/{handle}/records/orders",
+        {"customer_id": customer["id"], "total_price": "12.50", "total_price_presentment": "12.50"},
+    ).json()
+    assert seen() == ("1", "12.5")
+    other = store.control("POST", f"/shops/{handle}/records/customers", {"first_name": "Other"}).json()
+    store.control("PATCH", f"/shops/{handle}/records/orders/{order['id']}", {"customer_id": other["id"]})
+    assert seen() == ("0", "0.0")
+    store.control("PATCH", f"/shops/{handle}/records/orders/{order['id']}", {"customer_id": customer["id"]})
+    assert seen()[0] == "1"
+    store.control("DELETE", f"/shops/{handle}/records/orders/{order['id']}")
+    assert seen()[0] == "0"
+
+
 def test_record_listing_and_counts(store: Store) -> None:
     handle = store.shop.handle
     counts = store.control("GET", f"/shops/{handle}/counts").json()
