@@ -293,19 +293,6 @@ def _customer_line(f: _Frame) -> pl.Expr:
         ),
         ',"defaultPhoneNumber":',
         _nullable_object(has_phone, ['{"phoneNumber":', f.string("phone"), "}"]),
-        ',"emailMarketingConsent":',
-        _nullable_object(
-            has_email,
-            [
-                '{"marketingState":',
-                f.string("email_consent_state"),
-                ',"marketingOptInLevel":',
-                f.string("email_consent_opt_in_level"),
-                ',"consentUpdatedAt":',
-                f.time("email_consent_updated_at"),
-                "}",
-            ],
-        ),
         ',"smsMarketingConsent":',
         _nullable_object(
             has_phone,

@@ -64,7 +64,10 @@ class EntitySpec:
 
 
 SPECS: dict[str, EntitySpec] = {
-    "customers": EntitySpec("customers", "customers", "metafields", 10, node_cost=21, child_cost=1.1),
+    # customers: shopsync writes five engagement metafields (transforms.reverse_sync), so a
+    # first child page of five holds them all; asking for more would only raise the page's
+    # requested cost (and the wait for it), and a sixth is drained like any nested page
+    "customers": EntitySpec("customers", "customers", "metafields", 5, node_cost=15, child_cost=1.1),
     "orders": EntitySpec("orders", "orders", "lineItems", 5, node_cost=73, child_cost=9.1),
     "products": EntitySpec("products", "products", "variants", 10, node_cost=14, child_cost=1.1),
     "collections": EntitySpec("collections", "collections", "products", 100, node_cost=104, child_cost=1.1),

@@ -593,3 +593,23 @@ def test_pages_refused_as_too_costly_are_asked_again_smaller(
     assert state is not None and set(_parents(rows, "Order")) == set(state.records["orders"])
     mine = {r["id"] for r in rows if r.get("__parentId") == f"gid://shopify/Order/{order['id']}"}
     assert len(mine) == 30
+
+
+@pytest.mark.parametrize("entity", list(fetch.SPECS))
+def test_entity_cost_estimates_match_what_shopify_charges(store: RunningDevstore, entity: str) -> None:
+    # The first pages are sized from these estimates: too low and Shopify refuses the page,
+    # too high and a small incremental read waits for points it never spends.
+    spec = fetch.SPECS[entity]
+    variables = {"first": 4, "after": None, "query": None, "childFirst": spec.child_first}
+    with _client(store) as client:
+        client.execute(docs.load(entity), variables)
+        requested, _ = client.last_cost
+    per_node = (requested - 2) / 4
+    assert per_node <= spec.node_cost <= per_node + 2, (entity, per_node, spec.node_cost)
+
+
+def test_the_first_metafield_page_holds_every_engagement_key() -> None:
+    # the paged customer read needs no follow-up query for the metafields shopsync writes
+    from transforms.reverse_sync import ENGAGEMENT_METAFIELDS
+
+    assert fetch.SPECS["customers"].child_first == len(ENGAGEMENT_METAFIELDS)
