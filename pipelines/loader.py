@@ -30,6 +30,7 @@ stays pending until step 5); dlt itself finishes a load package interrupted mid-
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -1029,40 +1030,45 @@ def load_pending(
         # on top of newer data.
         pipeline.normalize()
         pipeline.load()
-    for manifest, path in todo:
-        batch_started = time.perf_counter()
-        try:
-            result = _load_batch(pipeline, manifest, path)
-        except MalformedBatch as exc:
-            total.duration_s = time.perf_counter() - started
-            raise LoadError(str(exc), batch_id=manifest.batch_id, line=exc.line, loaded=total) from None
-        except (DltException, duckdb.Error, OSError) as exc:
-            # E.g. the warehouse file is held open for writing by another process.
-            total.duration_s = time.perf_counter() - started
-            raise LoadError(
-                f"Loading landing batch {manifest.batch_id} into {warehouse} failed: {_root_cause(exc)}. "
-                "The batch stays pending and later batches were not loaded; fix the cause "
-                "(close other programs writing the warehouse) and run the load again.",
-                batch_id=manifest.batch_id,
-                line=None,
-                loaded=total,
-            ) from exc
-        result.duration_s = time.perf_counter() - batch_started
-        info = asdict(result)
-        info["loaded_at"] = datetime.now(UTC).isoformat()
-        mark_loaded(path, info)
-        log.info(
-            "loaded batch %s (%s/%s): %d new, %d updated, %d unchanged, %d stale, %d deleted",
-            manifest.batch_id,
-            manifest.shop,
-            manifest.entity,
-            result.inserted,
-            result.updated,
-            result.unchanged,
-            result.stale,
-            result.deleted,
-        )
-        total.add(result)
+    # One warehouse connection held open across the batches: every step of a load borrows
+    # it instead of opening the file again (a third of a small incremental load's time).
+    with contextlib.ExitStack() as held:
+        for manifest, path in todo:
+            batch_started = time.perf_counter()
+            try:
+                if manifest is todo[0][0]:
+                    held.enter_context(pipeline.sql_client())
+                result = _load_batch(pipeline, manifest, path)
+            except MalformedBatch as exc:
+                total.duration_s = time.perf_counter() - started
+                raise LoadError(str(exc), batch_id=manifest.batch_id, line=exc.line, loaded=total) from None
+            except (DltException, duckdb.Error, OSError) as exc:
+                # E.g. the warehouse file is held open for writing by another process.
+                total.duration_s = time.perf_counter() - started
+                raise LoadError(
+                    f"Loading landing batch {manifest.batch_id} into {warehouse} failed: {_root_cause(exc)}. "
+                    "The batch stays pending and later batches were not loaded; fix the cause "
+                    "(close other programs writing the warehouse) and run the load again.",
+                    batch_id=manifest.batch_id,
+                    line=None,
+                    loaded=total,
+                ) from exc
+            result.duration_s = time.perf_counter() - batch_started
+            info = asdict(result)
+            info["loaded_at"] = datetime.now(UTC).isoformat()
+            mark_loaded(path, info)
+            log.info(
+                "loaded batch %s (%s/%s): %d new, %d updated, %d unchanged, %d stale, %d deleted",
+                manifest.batch_id,
+                manifest.shop,
+                manifest.entity,
+                result.inserted,
+                result.updated,
+                result.unchanged,
+                result.stale,
+                result.deleted,
+            )
+            total.add(result)
     # Customers a store asked to erase stay erased, whatever the batches just loaded said.
     again = privacy.reapply_redactions(warehouse, {m.shop for m, _ in todo})
     if again:
