@@ -292,20 +292,24 @@ def _customer_line(f: _Frame) -> pl.Expr:
             ],
         ),
         ',"defaultPhoneNumber":',
-        _nullable_object(has_phone, ['{"phoneNumber":', f.string("phone"), "}"]),
-        ',"smsMarketingConsent":',
         _nullable_object(
             has_phone,
             [
-                '{"marketingState":',
-                f.string("sms_consent_state"),
-                ',"marketingOptInLevel":',
+                '{"phoneNumber":',
+                f.string("phone"),
+                ',"smsMarketingConsent":{"state":"',
+                # CustomerMarketingConsentState: NEVER_SUBSCRIBED where the old enum said NOT_SUBSCRIBED
+                pl.col("sms_consent_state")
+                .replace("NOT_SUBSCRIBED", "NEVER_SUBSCRIBED")
+                .fill_null("NEVER_SUBSCRIBED"),
+                '"',
+                ',"optInLevel":',
                 f.string("sms_consent_opt_in_level"),
-                ',"consentUpdatedAt":',
+                ',"updatedAt":',
                 f.time("sms_consent_updated_at"),
-                ',"consentCollectedFrom":',
+                ',"collectedFrom":',
                 f.string("sms_consent_collected_from"),
-                "}",
+                "}}",
             ],
         ),
         ',"tags":',

@@ -863,6 +863,10 @@ def _customer_email_address(c: Record, info: GraphQLResolveInfo) -> Record | Non
     }
 
 
+def _never(state: str | None) -> str:
+    return "NEVER_SUBSCRIBED" if state in (None, "NOT_SUBSCRIBED") else state
+
+
 @_on("Customer", "defaultPhoneNumber")
 def _customer_phone_number(c: Record, info: GraphQLResolveInfo) -> Record | None:
     if not c.get("phone"):
@@ -874,6 +878,15 @@ def _customer_phone_number(c: Record, info: GraphQLResolveInfo) -> Record | None
         "marketingUpdatedAt": c.get("sms_consent_updated_at"),
         "marketingCollectedFrom": c.get("sms_consent_collected_from"),
         "sourceLocation": None,
+        # where 2026-10 keeps SMS consent (Customer.smsMarketingConsent is deprecated)
+        "smsMarketingConsent": {
+            # CustomerMarketingConsentState says NEVER_SUBSCRIBED where the older enum said NOT_SUBSCRIBED
+            "state": _never(c.get("sms_consent_state")),
+            "optInLevel": c.get("sms_consent_opt_in_level"),
+            "updatedAt": c.get("sms_consent_updated_at"),
+            "collectedFrom": c.get("sms_consent_collected_from"),
+            "sourceLocation": None,
+        },
     }
 
 

@@ -54,6 +54,17 @@ def field(column: str, name: str) -> pl.Expr:
     return pl.col(column).struct.field(name)
 
 
+def _sms(name: str) -> pl.Expr:
+    """A field of the customer's SMS consent, where 2026-10 keeps it (under defaultPhoneNumber).
+
+    Its ``state`` enum (CustomerMarketingConsentState) says NEVER_SUBSCRIBED where the older
+    one (CustomerSmsMarketingState) says NOT_SUBSCRIBED; the warehouse keeps the older name,
+    which the webhooks and the email side use too.
+    """
+    value = field("defaultPhoneNumber", "smsMarketingConsent").struct.field(name)
+    return value.replace("NEVER_SUBSCRIBED", "NOT_SUBSCRIBED") if name == "state" else value
+
+
 @dataclass(frozen=True)
 class ChildSpec:
     """A child table of an entity, replaced wholesale whenever its parent is written."""
@@ -117,10 +128,18 @@ CUSTOMERS = EntitySpec(
             )
         ),
         "phone": field("defaultPhoneNumber", "phoneNumber"),
-        "sms_marketing_state": field("smsMarketingConsent", "marketingState"),
-        "sms_marketing_opt_in_level": field("smsMarketingConsent", "marketingOptInLevel"),
-        "sms_consent_updated_at": ts(field("smsMarketingConsent", "consentUpdatedAt")),
-        "sms_consent_collected_from": field("smsMarketingConsent", "consentCollectedFrom"),
+        # defaultPhoneNumber.smsMarketingConsent in 2026-10; smsMarketingConsent on the
+        # customer is the deprecated shape, kept as a fallback for rows fetched through it.
+        "sms_marketing_state": pl.coalesce(_sms("state"), field("smsMarketingConsent", "marketingState")),
+        "sms_marketing_opt_in_level": pl.coalesce(
+            _sms("optInLevel"), field("smsMarketingConsent", "marketingOptInLevel")
+        ),
+        "sms_consent_updated_at": ts(
+            pl.coalesce(_sms("updatedAt"), field("smsMarketingConsent", "consentUpdatedAt"))
+        ),
+        "sms_consent_collected_from": pl.coalesce(
+            _sms("collectedFrom"), field("smsMarketingConsent", "consentCollectedFrom")
+        ),
         "tags": pl.col("tags"),
         "note": pl.col("note"),
         "state": pl.col("state"),

@@ -277,7 +277,19 @@ LANDING: dict[str, dict[str, pl.DataType]] = {
                 "marketingUpdatedAt": pl.String,
             }
         ),
-        "defaultPhoneNumber": pl.Struct({"phoneNumber": pl.String}),
+        "defaultPhoneNumber": pl.Struct(
+            {
+                "phoneNumber": pl.String,
+                "smsMarketingConsent": pl.Struct(
+                    {
+                        "state": pl.String,
+                        "optInLevel": pl.String,
+                        "updatedAt": pl.String,
+                        "collectedFrom": pl.String,
+                    }
+                ),
+            }
+        ),
         "emailMarketingConsent": pl.Struct(
             {"marketingState": pl.String, "marketingOptInLevel": pl.String, "consentUpdatedAt": pl.String}
         ),

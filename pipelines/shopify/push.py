@@ -257,8 +257,9 @@ class Pusher:
             state = (c.get("defaultEmailAddress") or {}).get("marketingState")
             at = (c.get("defaultEmailAddress") or {}).get("marketingUpdatedAt")
         else:
-            state = (c.get("smsMarketingConsent") or {}).get("marketingState")
-            at = (c.get("smsMarketingConsent") or {}).get("consentUpdatedAt")
+            sms = (c.get("defaultPhoneNumber") or {}).get("smsMarketingConsent") or {}
+            state, at = sms.get("state"), sms.get("updatedAt")
+            state = "NOT_SUBSCRIBED" if state == "NEVER_SUBSCRIBED" else state
         return state, _parse_ts(at), c.get("updatedAt")
 
     def _consent_settled(self, row: dict[str, Any]) -> str | None:
