@@ -117,6 +117,7 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # the demo, dagster dev and a re-sync: ~3 min on two busy cores
 def test_a_store_resync_launched_from_the_dagster_ui_succeeds(demo_ui: tuple[str, Path]) -> None:
     chromium = _chromium()
     from playwright.sync_api import expect, sync_playwright
