@@ -504,16 +504,8 @@ async def uninstall(request: Request) -> Response:
     body = await _body(request)
     with shop.lock:
         app = _app(shop, body.get("client_id"))
-        shop.log_write("control.uninstall", shop.domain, {"client_id": app.client_id})
-    # Emitted while the subscriptions still exist: Shopify sends app/uninstalled, then forgets them.
-    shop.emit("app/uninstalled", {})
-    with shop.lock:
-        app.installed = False
-        app.tokens.clear()
-        for sub_id in [
-            k for k, s in shop.webhook_subscriptions.items() if s.get("client_id") in (app.client_id, "")
-        ]:
-            del shop.webhook_subscriptions[sub_id]
+    # app/uninstalled goes out while the subscriptions still exist: Shopify sends it, then forgets them.
+    shop.uninstall_app(app, "control.uninstall")
     return _ok({"uninstalled": app.client_id})
 
 

@@ -955,16 +955,7 @@ def resolve_app_uninstall(root: Any, info: GraphQLResolveInfo) -> dict[str, Any]
     if not isinstance(app, AppCredentials):
         return {"app": None, "userErrors": [user_error(None, "Only an app can uninstall itself.")]}
     app_id = zlib.crc32(app.client_id.encode())
-    with shop.lock:
-        shop.log_write("appUninstall", shop.domain, {"client_id": app.client_id})
-    shop.emit("app/uninstalled", {})
-    with shop.lock:
-        app.installed = False
-        app.tokens.clear()
-        for sub_id in [
-            k for k, s in shop.webhook_subscriptions.items() if s.get("client_id") in (app.client_id, "")
-        ]:
-            del shop.webhook_subscriptions[sub_id]
+    shop.uninstall_app(app, "appUninstall")
     return {
         "app": {"id": f"gid://shopify/App/{app_id}", "title": "shopsync", "handle": "shopsync"},
         "userErrors": [],

@@ -146,6 +146,20 @@ class ShopState:
             self._derived[name] = (self.revision, value)
             return value
 
+    def uninstall_app(self, app: AppCredentials, operation: str) -> None:
+        """Uninstall ``app`` as Shopify does: log it, emit app/uninstalled while its webhook
+        subscriptions still exist, then drop its tokens and subscriptions."""
+        with self.lock:
+            self.log_write(operation, self.domain, {"client_id": app.client_id})
+        self.emit("app/uninstalled", {})
+        with self.lock:
+            app.installed = False
+            app.tokens.clear()
+            for sub_id in [
+                k for k, s in self.webhook_subscriptions.items() if s.get("client_id") in (app.client_id, "")
+            ]:
+                del self.webhook_subscriptions[sub_id]
+
     # ids -------------------------------------------------------------------------------
     def next_id(self) -> int:
         """A fresh numeric id, unique within the devstore process."""

@@ -199,25 +199,9 @@ def import_file(path: Path, landing_root: Path, *, batch_id: str | None = None) 
         rejected.append({"source": path.name, "line": number, "reason": problem, "raw": raw})
 
     batch_id = batch_id or landing.new_batch_id("feed")
-    manifest = None
-    if accepted:
-        manifest = landing.write_batch(
-            landing_root,
-            landing.ENGAGEMENT,
-            ENTITY,
-            "feed",
-            accepted,
-            batch_id=batch_id,
-            extra={"source": path.name, "quarantined": len(rejected)},
-        )
-    quarantine_path = None
-    if rejected:
-        folder = landing_root / "_quarantine" / ENTITY
-        folder.mkdir(parents=True, exist_ok=True)
-        quarantine_path = folder / f"{batch_id}.jsonl"
-        with open(quarantine_path, "w", encoding="utf-8") as fh:
-            for item in rejected:
-                fh.write(json.dumps(item, ensure_ascii=False) + "\n")
+    manifest, quarantine_path = landing.write_feed_import(
+        landing_root, landing.ENGAGEMENT, ENTITY, path, accepted, rejected, batch_id
+    )
     return ImportResult(path, len(accepted), len(rejected), manifest, quarantine_path)
 
 

@@ -172,6 +172,44 @@ def write_batch(
     return manifest
 
 
+def write_feed_import(
+    landing_root: Path,
+    shop: str,
+    entity: str,
+    source: Path,
+    accepted: list[dict[str, Any]],
+    rejected: list[dict[str, Any]],
+    batch_id: str,
+) -> tuple[Manifest | None, Path | None]:
+    """Land a feed file's accepted lines as one batch and its rejected ones in quarantine.
+
+    Accepted rows become batch ``batch_id`` (mode ``feed``, noting the source file and how
+    many lines were quarantined); rejected lines go to
+    ``<landing>/_quarantine/<entity>/<batch_id>.jsonl``. Returns (manifest, quarantine path),
+    each None when there was nothing to write.
+    """
+    manifest = None
+    if accepted:
+        manifest = write_batch(
+            landing_root,
+            shop,
+            entity,
+            "feed",
+            accepted,
+            batch_id=batch_id,
+            extra={"source": source.name, "quarantined": len(rejected)},
+        )
+    quarantine_path = None
+    if rejected:
+        folder = landing_root / "_quarantine" / entity
+        folder.mkdir(parents=True, exist_ok=True)
+        quarantine_path = folder / f"{batch_id}.jsonl"
+        with open(quarantine_path, "w", encoding="utf-8") as fh:
+            for item in rejected:
+                fh.write(json.dumps(item, ensure_ascii=False) + "\n")
+    return manifest, quarantine_path
+
+
 def rewrite_batch(data_path: Path, rows: Iterable[dict[str, Any]]) -> Manifest:
     """Replace a batch's rows in place (same id and row count), for erasure of personal data only.
 

@@ -992,6 +992,21 @@ def _root_cause(exc: BaseException) -> str:
     return text.split("The actual reason given is: ", 1)[-1]
 
 
+def _warehouse_failure(
+    exc: BaseException, manifest: Manifest, warehouse: Path, loaded: LoadResult, started: float
+) -> LoadError:
+    """The error for a batch the warehouse refused (e.g. its file held by another process)."""
+    loaded.duration_s = time.perf_counter() - started
+    return LoadError(
+        f"Loading landing batch {manifest.batch_id} into {warehouse} failed: {_root_cause(exc)}. "
+        "The batch stays pending and later batches were not loaded; fix the cause "
+        "(close other programs writing the warehouse) and run the load again.",
+        batch_id=manifest.batch_id,
+        line=None,
+        loaded=loaded,
+    )
+
+
 def load_pending(
     warehouse: Path,
     landing_root: Path,
@@ -1033,26 +1048,19 @@ def load_pending(
     # One warehouse connection held open across the batches: every step of a load borrows
     # it instead of opening the file again (a third of a small incremental load's time).
     with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(pipeline.sql_client())
+        except (DltException, duckdb.Error, OSError) as exc:
+            raise _warehouse_failure(exc, todo[0][0], warehouse, total, started) from exc
         for manifest, path in todo:
             batch_started = time.perf_counter()
             try:
-                if manifest is todo[0][0]:
-                    held.enter_context(pipeline.sql_client())
                 result = _load_batch(pipeline, manifest, path)
             except MalformedBatch as exc:
                 total.duration_s = time.perf_counter() - started
                 raise LoadError(str(exc), batch_id=manifest.batch_id, line=exc.line, loaded=total) from None
             except (DltException, duckdb.Error, OSError) as exc:
-                # E.g. the warehouse file is held open for writing by another process.
-                total.duration_s = time.perf_counter() - started
-                raise LoadError(
-                    f"Loading landing batch {manifest.batch_id} into {warehouse} failed: {_root_cause(exc)}. "
-                    "The batch stays pending and later batches were not loaded; fix the cause "
-                    "(close other programs writing the warehouse) and run the load again.",
-                    batch_id=manifest.batch_id,
-                    line=None,
-                    loaded=total,
-                ) from exc
+                raise _warehouse_failure(exc, manifest, warehouse, total, started) from exc
             result.duration_s = time.perf_counter() - batch_started
             info = asdict(result)
             info["loaded_at"] = datetime.now(UTC).isoformat()
