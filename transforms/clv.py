@@ -325,19 +325,30 @@ def bg_nbd_log_likelihood(
 
 _MAX_ITERATIONS = 500
 _GRADIENT_TOLERANCE = 1e-6  # on the per-customer mean log-likelihood, w.r.t. log-parameters
+# A restart that improves the objective by less than this (relative) has found nothing more.
+_STALL_TOLERANCE = 1e-12
+# The gradient a stalled stop may keep: on a flat ridge it is rounding noise of the special
+# functions at huge arguments, not a direction the likelihood still rises in.
+_STALLED_GRADIENT_TOLERANCE = 1e-3
 
 
 def _minimise(objective: Any, n_params: int, start: np.ndarray | None = None) -> optimize.OptimizeResult:
     """Minimise a (value, gradient) objective over log-parameters with L-BFGS-B.
 
     L-BFGS-B sometimes stops on a line-search hiccup right at the optimum; it is restarted
-    from there, and a stop with a vanishing gradient is accepted as converged.
+    from there, and a stop with a vanishing gradient is accepted as converged. So is a stop
+    that a restart cannot improve (by a relative 1e-12) with a gradient below 1e-3: the
+    Gamma-Gamma likelihood has such a flat ridge when customers' mean spends differ no more
+    than chance explains (q and v run off together, v/q fixed), and every point on it gives
+    the same predictions.
     """
     x0 = np.zeros(n_params) if start is None else start
     bounds = [(-_LOG_BOUND, _LOG_BOUND)] * n_params
     result: optimize.OptimizeResult | None = None
     iterations = 0
+    stalled = False
     for _ in range(3):
+        previous = None if result is None else float(result.fun)
         result = optimize.minimize(
             objective,
             x0 if result is None else result.x,
@@ -349,8 +360,16 @@ def _minimise(objective: Any, n_params: int, start: np.ndarray | None = None) ->
         iterations += int(result.nit)
         if result.success or result.nit >= _MAX_ITERATIONS:
             break
+        if previous is not None and previous - float(result.fun) <= _STALL_TOLERANCE * max(
+            1.0, abs(previous)
+        ):
+            stalled = True
+            break
     assert result is not None
-    if not result.success and np.all(np.abs(result.jac) < _GRADIENT_TOLERANCE):
+    gradient = np.abs(result.jac)
+    if not result.success and (
+        np.all(gradient < _GRADIENT_TOLERANCE) or (stalled and np.all(gradient < _STALLED_GRADIENT_TOLERANCE))
+    ):
         result.success = True
     result.nit = iterations
     return result
