@@ -7,6 +7,7 @@ import warnings
 import dagster as dg
 
 from orchestration.defs.freshness import with_freshness
+from orchestration.defs.instance import WAREHOUSE_TAG
 from orchestration.defs.intelligence.definitions import build_intelligence_defs
 from orchestration.defs.logs import LOGGERS
 from orchestration.defs.ops.assets import build_ops_defs
@@ -19,9 +20,12 @@ from pipelines.logs import install_redaction
 # Each step runs in its own process (a crashed load cannot take the run down with it), forked
 # from a server that has already imported the code location: a fresh interpreter per step
 # spends seconds importing dagster, dlt, polars and duckdb before doing a millisecond of work.
-STEP_EXECUTOR = dg.multiprocess_executor.configured(
-    {"start_method": {"forkserver": {"preload_modules": ["orchestration.definitions"]}}}
-)
+# One warehouse step of a run asks for the pool slot at a time (see WAREHOUSE_OP_TAGS).
+STEP_EXECUTOR_CONFIG = {
+    "start_method": {"forkserver": {"preload_modules": ["orchestration.definitions"]}},
+    "tag_concurrency_limits": [{"key": WAREHOUSE_TAG, "limit": 1}],
+}
+STEP_EXECUTOR = dg.multiprocess_executor.configured(STEP_EXECUTOR_CONFIG)
 
 
 @dg.definitions

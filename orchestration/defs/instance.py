@@ -14,6 +14,12 @@ from pathlib import Path
 import dagster as dg
 
 WAREHOUSE_POOL = "warehouse"
+# Also on every step in the pool: the run's executor lets one such step at a time ask the
+# instance for the slot (``STEP_EXECUTOR``), so the rest of a run's warehouse steps wait in the
+# run's own queue, which it checks on every tick. Left to the pool alone, each waiting step
+# polls for the slot with a back-off growing to 15 s and the slot sits idle between steps.
+WAREHOUSE_TAG = "shopsync/warehouse"
+WAREHOUSE_OP_TAGS = {WAREHOUSE_TAG: "writer"}
 LOCAL_HOME = ".dagster_home"
 _TEMPLATE = Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml"
 

@@ -18,6 +18,7 @@ from orchestration.defs.instance import ensure_warehouse_pool
 from orchestration.defs.logs import LOGGERS
 from orchestration.defs.shopify.jobs import fetch_run_config
 from orchestration.defs.shopify.partitions import add_store_partition
+from pipelines.shopify.client import ShopifyClient
 from pipelines.logs import JsonFormatter, configure_logging, log_context, redact, uvicorn_log_config
 
 
@@ -96,7 +97,11 @@ def test_the_receiver_log_config_uses_the_json_formatter() -> None:
 def test_a_store_sync_logs_json_lines_with_store_and_run_and_no_personal_data(
     harness_factory: Any,  # noqa: F811
     capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # the client's backoff shrunk tenfold: the same retries are logged, with less sleep
+    monkeypatch.setattr(ShopifyClient, "backoff_base_s", 0.05)
+    monkeypatch.setattr(ShopifyClient, "backoff_cap_s", 2.0)
     h = harness_factory(stores=1, customers=25, seed=3)
     shop = h.devstore.shops[0]
     domain = shop["domain"]

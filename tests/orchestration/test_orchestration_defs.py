@@ -15,7 +15,7 @@ from dagster._config import validate_config
 from dagster._core.instance.config import dagster_instance_config_schema
 
 from orchestration.control import ControlSettings, StoreRegistry, StoreStatus
-from orchestration.defs.instance import WAREHOUSE_POOL, ensure_warehouse_pool
+from orchestration.defs.instance import WAREHOUSE_POOL, WAREHOUSE_TAG, ensure_warehouse_pool
 from orchestration.defs.shopify.assets import FetchConfig, choose_modes
 from orchestration.defs.shopify.definitions import build_shopify_defs
 from orchestration.defs.shopify.jobs import fetch_run_config, table_key
@@ -92,8 +92,25 @@ def test_dagster_yaml_files_are_valid_instance_config(tmp_path: Path) -> None:
         assert config.pool_config.default_pool_limit == 1
         assert config.run_queue_config is not None and config.run_queue_config.max_concurrent_runs == 4
         assert instance.run_monitoring_enabled
+        assert instance.run_coordinator.dequeue_interval_seconds == 1  # type: ignore[attr-defined]
     finally:
         instance.dispose()
+
+
+def test_every_warehouse_step_queues_inside_its_run_for_the_one_slot() -> None:
+    from dagster._core.execution.api import create_execution_plan
+
+    from orchestration.definitions import STEP_EXECUTOR_CONFIG, defs
+
+    definitions = defs()
+    pooled = 0
+    for job in definitions.resolve_all_job_defs():
+        for step in create_execution_plan(job).get_all_steps_in_topo_order():
+            tagged = (step.tags or {}).get(WAREHOUSE_TAG) is not None
+            assert tagged == (step.pool == WAREHOUSE_POOL), (job.name, step.key)
+            pooled += tagged
+    assert pooled >= 30
+    assert STEP_EXECUTOR_CONFIG["tag_concurrency_limits"] == [{"key": WAREHOUSE_TAG, "limit": 1}]
 
 
 def test_dagster_dev_from_the_repo_root_uses_the_demo_instance(

@@ -23,7 +23,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from orchestration.defs.instance import WAREHOUSE_POOL
+from orchestration.defs.instance import WAREHOUSE_OP_TAGS, WAREHOUSE_POOL
 from orchestration.defs.logs import with_run_logging
 from orchestration.defs.shopify.resources import SyncPaths
 from pipelines import warehouse_io as wio
@@ -96,7 +96,12 @@ def engagement_feed(
 
 
 @dg.asset(
-    key=EVENTS_KEY, deps=[FEED_KEY], group_name=ENGAGEMENT_GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb", "dlt"}
+    key=EVENTS_KEY,
+    deps=[FEED_KEY],
+    group_name=ENGAGEMENT_GROUP,
+    pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
+    kinds={"duckdb", "dlt"},
 )
 def engagement_events(paths: SyncPaths) -> dg.MaterializeResult:
     """Every email and SMS event the messaging side reported, one row per event id (a re-sent event is kept

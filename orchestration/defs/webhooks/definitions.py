@@ -19,7 +19,7 @@ import dagster as dg
 from orchestration.control import StoreStatus
 from orchestration.control.privacy import handle_privacy_requests, pending_privacy_batches
 from orchestration.control.status import mark_reconnect_required, mark_sync_failed
-from orchestration.defs.instance import WAREHOUSE_POOL
+from orchestration.defs.instance import WAREHOUSE_OP_TAGS, WAREHOUSE_POOL
 from orchestration.defs.logs import with_run_logging
 from orchestration.defs.shopify.partitions import STORES_PARTITION
 from orchestration.defs.shopify.resources import ShopifyStores, SyncPaths
@@ -75,6 +75,7 @@ def webhook_apply_sensor(
 
 @dg.op(
     pool=WAREHOUSE_POOL,
+    tags=WAREHOUSE_OP_TAGS,
     description="Acts on Shopify's privacy webhooks: data requests exported, customers redacted, "
     "shop/redact deleting the store; each action audited.",
 )
