@@ -42,7 +42,7 @@ def test_faults_and_a_killed_bulk_fetch_still_end_with_the_truth(
     domain, handle = shop["domain"], shop["domain"].removesuffix(".myshopify.com")
 
     # 1. A fetch process submits its bulk job, which runs long, and is killed mid-job.
-    h.control("PUT", "/bulk/settings", {"min_seconds": 10})
+    h.control("PUT", "/bulk/settings", {"min_seconds": 4})
     proc = subprocess.Popen(
         [
             sys.executable,
