@@ -18,8 +18,8 @@ from orchestration.defs.instance import ensure_warehouse_pool
 from orchestration.defs.logs import LOGGERS
 from orchestration.defs.shopify.jobs import fetch_run_config
 from orchestration.defs.shopify.partitions import add_store_partition
-from pipelines.shopify.client import ShopifyClient
 from pipelines.logs import JsonFormatter, configure_logging, log_context, redact, uvicorn_log_config
+from pipelines.shopify.client import ShopifyClient
 
 
 def test_redaction_hides_secrets_and_contact_details_and_keeps_ids() -> None:
