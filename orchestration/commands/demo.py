@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,11 @@ def run_demo(
     # stores belong to the default project there: data/demo/warehouse.duckdb and so on.
     instance = local_instance()
 
-    world = create_world(stores=stores, customers=customers, seed=seed)
+    # The shops' history ends today (midnight UTC), not on the generator's fixed date: the
+    # intelligence run computes as of now, and a history that stopped months ago would age
+    # every demo customer into "lost" and leave too few recent buyers to fit CLV.
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    world = create_world(stores=stores, customers=customers, seed=seed, now=today)
     devstore = start_in_thread(world)
     if keep_serving is not None:
         keep_serving.callback(devstore.stop)
