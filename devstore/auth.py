@@ -3,9 +3,12 @@
 Every Admin API call carries ``X-Shopify-Access-Token``; an unknown, expired or revoked
 token (or an uninstalled app) gets Shopify's 401 body. Tokens come three ways: static
 tokens installed with the world, the client-credentials grant (expiring, TTL per app), and
-the authorization-code flow (offline, non-expiring), whose redirect goes only to one of the
-app's allowed redirection URLs and carries an ``hmac`` of the other query parameters signed
-with the client secret, by Shopify's rule (the app verifies it before exchanging the code).
+the authorization-code flow, whose redirect goes only to one of the app's allowed
+redirection URLs and carries an ``hmac`` of the other query parameters signed with the
+client secret, by Shopify's rule (the app verifies it before exchanging the code). The code
+buys a non-expiring offline token, or with ``expiring=1`` an offline token that expires
+after an hour and a refresh token (90 days); ``grant_type=refresh_token`` spends a refresh
+token for a new pair, and the spent one keeps working until its replacement is first used.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ INVALID_TOKEN_BODY = {
     "errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"
 }
 AUTH_CODE_TTL = timedelta(minutes=10)
+OFFLINE_TOKEN_TTL = timedelta(hours=1)  # Shopify's expiring offline tokens
+REFRESH_TOKEN_TTL = timedelta(days=90)
 
 
 def unauthorized() -> JSONResponse:
@@ -195,9 +200,28 @@ async def access_token(request: Request, world: World, shop: ShopState, oauth: O
         with shop.lock:
             app.scopes = set(grant.scopes)
             app.installed = True
-            token = app.issue_token(now, None)
-        return JSONResponse({"access_token": token, "scope": scope_string(app.scopes)})
+            if params.get("expiring") != "1":
+                return JSONResponse(
+                    {"access_token": app.issue_token(now, None), "scope": scope_string(app.scopes)}
+                )
+            return JSONResponse(_expiring_pair(app, now))
+    if grant_type == "refresh_token":
+        with shop.lock:
+            if not app.installed or not app.use_refresh_token(params.get("refresh_token", ""), now):
+                return _oauth_error("invalid_grant", "The refresh token is invalid, expired or was revoked.")
+            return JSONResponse(_expiring_pair(app, now, replacing=params["refresh_token"]))
     return _oauth_error("unsupported_grant_type", f"grant_type {grant_type!r} is not supported.")
+
+
+def _expiring_pair(app: AppCredentials, now: datetime, replacing: str | None = None) -> dict[str, Any]:
+    """An expiring offline access token and its refresh token, as Shopify's token endpoint answers."""
+    return {
+        "access_token": app.issue_token(now, OFFLINE_TOKEN_TTL),
+        "scope": scope_string(app.scopes),
+        "expires_in": int(OFFLINE_TOKEN_TTL.total_seconds()),
+        "refresh_token": app.issue_refresh_token(now, REFRESH_TOKEN_TTL, replacing),
+        "refresh_token_expires_in": int(REFRESH_TOKEN_TTL.total_seconds()),
+    }
 
 
 def access_scopes_json(app: AppCredentials) -> dict[str, Any]:

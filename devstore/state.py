@@ -93,12 +93,36 @@ class AppCredentials:
     token_ttl: timedelta = timedelta(hours=24)
     # the app's allowed redirection URLs: the only redirect_uri values OAuth authorize accepts
     redirect_urls: list[str] = field(default_factory=list)
+    # expiring offline tokens: refresh token -> its expiry, and the refresh token each one
+    # replaced (kept valid until its replacement is first used, as Shopify does since 2026-08)
+    refresh_tokens: dict[str, datetime] = field(default_factory=dict)
+    replaced_by: dict[str, str] = field(default_factory=dict)
 
     def issue_token(self, now: datetime, ttl: timedelta | None) -> str:
         """Create a new access token valid for ``ttl`` (None = no expiry)."""
         token = "shpat_" + secrets.token_hex(16)
         self.tokens[token] = None if ttl is None else now + ttl
         return token
+
+    def issue_refresh_token(self, now: datetime, ttl: timedelta, replacing: str | None = None) -> str:
+        """Create a refresh token valid for ``ttl``; ``replacing`` stays valid until this one is used."""
+        token = "shprt_" + secrets.token_hex(16)
+        self.refresh_tokens[token] = now + ttl
+        if replacing is not None:
+            self.replaced_by[replacing] = token
+        return token
+
+    def use_refresh_token(self, token: str, now: datetime) -> bool:
+        """Spend a refresh token; False if it is unknown or expired. The token it replaced stops
+        working now, and it itself keeps working until its own replacement is first used."""
+        expires = self.refresh_tokens.get(token)
+        if expires is None or expires <= now:
+            return False
+        for old, new in list(self.replaced_by.items()):
+            if new == token:
+                self.refresh_tokens.pop(old, None)
+                del self.replaced_by[old]
+        return True
 
 
 @dataclass
@@ -155,6 +179,8 @@ class ShopState:
         with self.lock:
             app.installed = False
             app.tokens.clear()
+            app.refresh_tokens.clear()
+            app.replaced_by.clear()
             for sub_id in [
                 k for k, s in self.webhook_subscriptions.items() if s.get("client_id") in (app.client_id, "")
             ]:

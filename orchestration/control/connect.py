@@ -102,7 +102,7 @@ def verify_oauth(
     port: int = 0,
     timeout: float = 300.0,
 ) -> Verified:
-    """The authorization-code flow with a local callback; returns the offline token."""
+    """The authorization-code flow with a local callback; returns the expiring offline token."""
     from pipelines.shopify.oauth import OAuthError, authorize
 
     try:
@@ -120,5 +120,6 @@ def verify_oauth(
         raise ConnectError(str(exc)) from None
     # The token's own view of its scopes (Shopify may grant fewer than asked).
     granted = granted_scopes(domain, base_url, access_token=grant.access_token)
-    credentials = {"access_token": grant.access_token, "client_id": client_id, "client_secret": client_secret}
+    # An expiring offline token: its refresh token and expiries are kept with it (encrypted).
+    credentials = {**grant.credentials(), "client_id": client_id, "client_secret": client_secret}
     return Verified(AuthKind.OAUTH, credentials, granted)

@@ -115,8 +115,9 @@ def check_health(
     auth_ok, api_ok = True, True
     auth_detail, api_detail = "", ""
 
-    # Token not expired: a static or offline token has no expiry; a client-credentials store
-    # must be able to get a fresh token (the grant is tried now, and its expiry recorded).
+    # Token not expired: a static or non-expiring offline token has no expiry; a
+    # client-credentials store must be able to get a fresh token (the grant is tried now, and
+    # its expiry recorded); an expiring OAuth offline token must be fresh or refreshable.
     expires_at = secret.get("expires_at")
     expiry = datetime.fromisoformat(str(expires_at)) if expires_at else None
     token_ok, token_detail = True, "static token, no expiry"
@@ -146,6 +147,22 @@ def check_health(
             token_detail = "refreshed" + (f"; expires at {expiry.isoformat()}" if expiry else ", no expiry")
             # the checks below use the fresh token
             options = {**options, "access_token": grant.access_token}
+    elif secret.get("refresh_token") and client_factory is None:
+        # An expiring OAuth offline token: the store's own source hands out a token that is
+        # good for at least a few minutes, refreshing it first if need be.
+        before = secret.get("access_token")
+        try:
+            token, expiry = registry.offline_token(domain)
+        except ShopifyAuthError as exc:
+            token_ok, auth_ok, api_ok = False, False, False
+            token_detail = auth_detail = api_detail = str(exc)
+        except ShopifyError as exc:
+            api_ok, api_detail = False, str(exc)
+            token_detail = "could not be refreshed now"
+        else:
+            token_detail = ("refreshed; " if token != before else "") + (
+                f"expires at {expiry.isoformat()}" if expiry else "no expiry"
+            )
     elif expiry is not None:
         if expiry <= utcnow():
             token_ok, token_detail = False, f"expired at {expiry.isoformat()}"

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,8 @@ from orchestration.control.settings import ControlSettings
 
 # Credential keys that sign webhooks (several during a secret rotation).
 WEBHOOK_SECRET_KEYS = ("client_secret", "previous_client_secret")
+# An expiring offline token (an hour) is refreshed when less than this is left of it.
+TOKEN_REFRESH_MARGIN = timedelta(minutes=5)
 
 # The five "Sync data from Shopify" toggles, on by default, with their product labels.
 INBOUND_TOGGLES: dict[str, str] = {
@@ -182,6 +184,25 @@ def _enable_sqlite_foreign_keys(engine: Engine) -> None:
         # Dagster runs assets of several stores at once: wait for the writer, don't fail.
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+
+
+@dataclass(frozen=True)
+class OfflineTokenSource:
+    """A ``ShopifyClient`` token source: the store's expiring OAuth offline token, kept fresh
+    in the control plane (``StoreRegistry.offline_token``)."""
+
+    registry: StoreRegistry
+    domain: str
+
+    def token(self, stale: str | None = None) -> tuple[str, datetime | None]:
+        return self.registry.offline_token(self.domain, stale)
+
+    def __repr__(self) -> str:
+        return f"OfflineTokenSource(domain={self.domain!r})"
+
+
+def _instant(text: Any) -> datetime | None:
+    return datetime.fromisoformat(str(text)) if text else None
 
 
 class StoreRegistry:
@@ -397,12 +418,13 @@ class StoreRegistry:
         """Keyword arguments of ``ShopifyClient`` for a store: its base URL and credentials.
 
         A store on the client-credentials grant gets no ``access_token``: the client then
-        obtains tokens itself and refreshes them before expiry and on a 401.
+        obtains tokens itself and refreshes them before expiry and on a 401. A store holding an
+        expiring OAuth offline token gets a ``token_source`` that refreshes it here.
         """
         store = self.get_store(domain)
         secret = self.credentials(domain)
         static = store.auth_kind is not AuthKind.CLIENT_CREDENTIALS
-        return {
+        options: dict[str, Any] = {
             "access_token": (secret.get("access_token") or None) if static else None,
             "client_id": secret.get("client_id"),
             "client_secret": secret.get("client_secret"),
@@ -411,6 +433,63 @@ class StoreRegistry:
             # paces to one bucket and shares the bulk-operation slots
             "shared_dir": self.shared_state_dir,
         }
+        if static and secret.get("refresh_token"):
+            options["token_source"] = OfflineTokenSource(self, domain)
+        return options
+
+    def offline_token(
+        self, domain: str, stale: str | None = None, *, margin: timedelta = TOKEN_REFRESH_MARGIN
+    ) -> tuple[str, datetime | None]:
+        """The store's expiring OAuth offline token, refreshed first if it is ``stale`` (found
+        expired or refused) or expires within ``margin``; returns it and its expiry.
+
+        One refresh at a time per store: a file lock among this machine's processes and the
+        store row's lock on PostgreSQL. A process that waited finds the token the other one
+        stored and uses it. Shopify rotates the refresh token on every use; the new pair is
+        stored (encrypted) before the token is handed out. A refused refresh (revoked,
+        expired, app uninstalled) raises ``ShopifyAuthError``: reconnect the store.
+        """
+        from pipelines.shopify.client import ShopifyAuthError, ShopifyUnavailable
+        from pipelines.shopify.oauth import OAuthError, OAuthRefused, refresh_offline_token
+        from pipelines.shopify.shared_state import SharedState, state_file
+
+        lock = SharedState(state_file(self.shared_state_dir, domain, "oauth_token"))
+        with lock.edit(), self.session() as s:
+            row = s.scalars(select(Store).where(Store.domain == domain).with_for_update()).one_or_none()
+            if row is None:
+                raise StoreNotFound(f"Store {domain} is not registered.")
+            current = self.cipher.decrypt(row.credentials)
+            token = current.get("access_token")
+            expires = _instant(current.get("access_token_expires_at"))
+            if token and token != stale and (expires is None or expires - datetime.now(UTC) > margin):
+                return str(token), expires
+            refresh = current.get("refresh_token")
+            if not refresh:
+                raise ShopifyAuthError(
+                    f"Shopify rejected the access token for {domain} and there is no refresh token: "
+                    "reconnect the store.",
+                    shop=domain,
+                )
+            try:
+                grant = refresh_offline_token(
+                    domain,
+                    row.api_base_url or f"https://{domain}",
+                    str(current.get("client_id") or ""),
+                    str(current.get("client_secret") or ""),
+                    str(refresh),
+                )
+            except OAuthRefused as exc:
+                raise ShopifyAuthError(
+                    f"Shopify would not refresh the access token for {domain}, so the store must be "
+                    f"approved again: shopsync stores reconnect {domain} --oauth --client-id ID "
+                    f"--client-secret SECRET. ({exc})",
+                    shop=domain,
+                ) from None
+            except OAuthError as exc:
+                raise ShopifyUnavailable(str(exc), shop=domain) from None
+            current.update(grant.credentials())
+            row.credentials = self.cipher.encrypt(current)
+            return grant.access_token, grant.expires_at
 
     @property
     def shared_state_dir(self) -> Path:

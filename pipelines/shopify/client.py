@@ -21,8 +21,9 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -142,6 +143,19 @@ _SCOPE_IN_MESSAGE = re.compile(r"`(\w+)`")
 _TRANSPORT_ERRORS = (httpx.TransportError,)  # connect/read/write errors, resets, protocol errors
 
 
+class TokenSource(Protocol):
+    """Where a client gets an expiring token it cannot mint itself (an OAuth offline token).
+
+    The source refreshes and stores the token; processes sharing one store share its source.
+    """
+
+    def token(self, stale: str | None = None) -> tuple[str, datetime | None]:
+        """A usable access token and when it expires (UTC; None = never), never ``stale`` (a
+        token this client found expired or Shopify refused). Raises ``ShopifyAuthError`` when
+        no token can be had (the store must be reconnected)."""
+        ...
+
+
 class ShopifyClient:
     """A GraphQL Admin API client for one shop.
 
@@ -170,9 +184,12 @@ class ShopifyClient:
         timeout: float = 30.0,
         max_attempts: int = 8,
         shared_dir: Path | None = None,
+        token_source: TokenSource | None = None,
     ) -> None:
-        if not access_token and not (client_id and client_secret):
+        if not access_token and not (client_id and client_secret) and token_source is None:
             raise ValueError(f"ShopifyClient for {shop} needs an access token or client id and secret")
+        if token_source is not None:
+            access_token = None  # the source's token, refreshed by the source
         self.shop = shop
         self.base_url = (base_url or f"https://{shop}").rstrip("/")
         self.graphql_url = f"{self.base_url}/admin/api/{API_VERSION}/graphql.json"
@@ -182,6 +199,7 @@ class ShopifyClient:
         self._static_token = access_token
         self._client_id = client_id
         self._client_secret = client_secret
+        self._token_source = token_source
         self._token: str | None = access_token
         self._token_expires: float | None = None  # monotonic deadline; None = never
         self._token_lock = threading.Lock()
@@ -211,7 +229,9 @@ class ShopifyClient:
         self.close()
 
     def __repr__(self) -> str:
-        auth = "client_credentials" if self._static_token is None else "access_token"
+        auth = "access_token" if self._static_token is not None else "client_credentials"
+        if self._token_source is not None:
+            auth = "refreshed_token"
         return f"ShopifyClient(shop={self.shop!r}, base_url={self.base_url!r}, auth={auth})"
 
     @property
@@ -253,9 +273,23 @@ class ShopifyClient:
                 self._token_expires is None or time.monotonic() < self._token_expires - self._refresh_margin()
             )
             if force_refresh or not fresh:
-                self._fetch_token()
+                if self._token_source is not None:
+                    self._take_token(stale=self._token)
+                else:
+                    self._fetch_token()
             assert self._token is not None
             return self._token
+
+    def _take_token(self, stale: str | None) -> None:
+        """Ask the token source for a token other than ``stale`` (holding ``_token_lock``)."""
+        assert self._token_source is not None
+        token, expires_at = self._token_source.token(stale=stale)
+        self._token = token
+        self._token_expires = (
+            None
+            if expires_at is None
+            else time.monotonic() + (expires_at - datetime.now(UTC)).total_seconds()
+        )
 
     def _refresh_margin(self) -> float:
         return self.token_refresh_margin_s
@@ -443,7 +477,8 @@ class ShopifyClient:
                     "retrying" if attempt + 1 < self.max_attempts else "giving up",
                 )
             except ShopifyAuthError:
-                # a client-credentials token may have expired early or been rotated: one fresh token
+                # an expiring token (client credentials, OAuth offline) may have expired early or
+                # been rotated: one fresh token
                 if self._static_token is None and not refreshed:
                     refreshed = True
                     self._count_retry(_Retry("401"))

@@ -5,7 +5,10 @@ and Shopify redirects the browser to ``redirect_uri`` with ``code``, ``shop``, `
 ``timestamp`` and ``hmac``. The callback is trusted only when its ``hmac`` (hex HMAC-SHA256
 of the other parameters, sorted and joined as ``k=v`` with ``&``, keyed with the app's
 client secret) verifies, its ``state`` is the one this attempt made, and its ``shop`` is
-the store being connected. The code is then exchanged for an offline (non-expiring) token.
+the store being connected. The code is then exchanged for an expiring offline token (an
+hour) and a refresh token (``expiring=1``): Shopify requires public apps to use expiring
+offline tokens from 1 January 2027. ``refresh_offline_token`` spends the refresh token for a
+new pair; Shopify rotates the refresh token on every use.
 
 Client credentials (an app the merchant created or installed for their own store): the
 client id and secret are exchanged for a token that expires (24 h on Shopify); the
@@ -44,14 +47,45 @@ class OAuthRefused(OAuthError):
 
 @dataclass(frozen=True)
 class TokenGrant:
-    """An access token Shopify issued, the scopes it carries, and when it expires (None = never)."""
+    """An access token Shopify issued, the scopes it carries, and when it expires (None = never).
+
+    An expiring offline token comes with the ``refresh_token`` that buys the next one.
+    """
 
     access_token: str
     scopes: tuple[str, ...]
     expires_at: datetime | None = None
+    refresh_token: str | None = None
+    refresh_expires_at: datetime | None = None
 
-    def __repr__(self) -> str:  # the token must not reach a log through a repr
+    def __repr__(self) -> str:  # the tokens must not reach a log through a repr
         return f"TokenGrant(scopes={self.scopes!r}, expires_at={self.expires_at!r})"
+
+    def credentials(self) -> dict[str, str]:
+        """The grant as kept in a store's encrypted credentials: the tokens and their expiry instants (ISO)."""
+        stored = {"access_token": self.access_token}
+        if self.refresh_token:
+            stored["refresh_token"] = self.refresh_token
+        if self.expires_at is not None:
+            stored["access_token_expires_at"] = self.expires_at.isoformat()
+        if self.refresh_expires_at is not None:
+            stored["refresh_token_expires_at"] = self.refresh_expires_at.isoformat()
+        return stored
+
+
+def _grant(payload: dict[str, Any], started: datetime) -> TokenGrant:
+    def at(key: str) -> datetime | None:
+        seconds = payload.get(key)
+        return started + timedelta(seconds=float(seconds)) if seconds else None
+
+    refresh = payload.get("refresh_token")
+    return TokenGrant(
+        str(payload["access_token"]),
+        _scopes(payload.get("scope")),
+        at("expires_in"),
+        str(refresh) if refresh else None,
+        at("refresh_token_expires_in"),
+    )
 
 
 def _token_url(base_url: str) -> str:
@@ -138,11 +172,28 @@ def _post_token(base_url: str, body: dict[str, str], shop: str, timeout: float) 
 def exchange_code(
     shop: str, base_url: str, client_id: str, client_secret: str, code: str, *, timeout: float = 30.0
 ) -> TokenGrant:
-    """Exchange an authorization code for an offline access token."""
-    payload = _post_token(
-        base_url, {"client_id": client_id, "client_secret": client_secret, "code": code}, shop, timeout
-    )
-    return TokenGrant(str(payload["access_token"]), _scopes(payload.get("scope")))
+    """Exchange an authorization code for an expiring offline access token and its refresh token."""
+    started = datetime.now(UTC)
+    body = {"client_id": client_id, "client_secret": client_secret, "code": code, "expiring": "1"}
+    return _grant(_post_token(base_url, body, shop, timeout), started)
+
+
+def refresh_offline_token(
+    shop: str, base_url: str, client_id: str, client_secret: str, refresh_token: str, *, timeout: float = 30.0
+) -> TokenGrant:
+    """Spend a refresh token for a new expiring offline token and the refresh token that replaces it.
+
+    Raises ``OAuthRefused`` when Shopify refuses it (revoked, expired, app uninstalled): the
+    store must then be reconnected.
+    """
+    started = datetime.now(UTC)
+    body = {
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "grant_type": "refresh_token",
+        "refresh_token": refresh_token,
+    }
+    return _grant(_post_token(base_url, body, shop, timeout), started)
 
 
 def client_credentials_grant(
@@ -162,9 +213,7 @@ def client_credentials_grant(
         shop,
         timeout,
     )
-    expires_in = payload.get("expires_in")
-    expires_at = started + timedelta(seconds=float(expires_in)) if expires_in else None
-    return TokenGrant(str(payload["access_token"]), _scopes(payload.get("scope")), expires_at)
+    return _grant(payload, started)
 
 
 class CallbackServer:

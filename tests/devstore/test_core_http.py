@@ -115,6 +115,37 @@ def test_authorization_code_flow_with_hmac(store: RunningDevstore) -> None:
     assert again.status_code == 400  # a code is good once
 
 
+def test_expiring_offline_tokens_refresh_and_rotate(store: RunningDevstore) -> None:
+    creds = _creds(store)
+    base = store.shop_url("tiny")
+    response = _authorize(store, client_id=creds["client_id"], redirect_uri=CALLBACK, state="s1")
+    code = dict(parse_qsl(urlsplit(response.headers["location"]).query))["code"]
+    keys = {"client_id": creds["client_id"], "client_secret": creds["client_secret"]}
+    first = HTTP.post(base + "/admin/oauth/access_token", json={**keys, "code": code, "expiring": "1"}).json()
+    assert first["expires_in"] == 3600 and first["refresh_token_expires_in"] == 90 * 86400
+    assert first["refresh_token"].startswith("shprt_")
+
+    def refresh(token: str) -> httpx.Response:
+        body = {**keys, "grant_type": "refresh_token", "refresh_token": token}
+        return HTTP.post(base + "/admin/oauth/access_token", json=body)
+
+    def works(access_token: str) -> bool:
+        headers = {"X-Shopify-Access-Token": access_token}
+        return HTTP.post(store.graphql_url("tiny"), json=CUSTOMERS_QUERY, headers=headers).status_code == 200
+
+    store.world.clock.offset += timedelta(hours=1, seconds=1)
+    assert not works(first["access_token"])
+    second = refresh(first["refresh_token"]).json()
+    assert works(second["access_token"]) and second["refresh_token"] != first["refresh_token"]
+    # a refresh answer lost on the way: the spent token still works until its replacement is used
+    third = refresh(first["refresh_token"]).json()
+    assert works(third["access_token"])
+    assert refresh(third["refresh_token"]).status_code == 200
+    spent = refresh(first["refresh_token"])
+    assert spent.status_code == 400 and spent.json()["error"] == "invalid_grant"
+    assert refresh("shprt_" + "0" * 32).status_code == 400
+
+
 def _callback_verifies(params: dict[str, str], secret: str) -> bool:
     """What an app does with the callback, by Shopify's rule, written here from scratch:
     drop hmac, sort the rest, join k=v with &, compare the hex HMAC-SHA256 keyed with the client secret."""

@@ -27,7 +27,7 @@ from orchestration.control import AuthKind, ControlSettings, EntityState, StoreR
 from orchestration.control.connect import ConnectError, requested_scopes, verify_oauth
 from orchestration.control.health import API, OAUTH, SCOPES, TOKEN, check_health
 from orchestration.defs.shopify.resources import ShopifyStores
-from pipelines.shopify.client import ShopifyClient
+from pipelines.shopify.client import ShopifyAuthError, ShopifyClient
 
 SHOPSYNC = str(Path(sys.executable).parent / "shopsync")
 
@@ -124,9 +124,87 @@ def test_oauth_connect_end_to_end_stores_the_offline_token(
     secret = registry.credentials(shop["domain"])
     assert secret["client_secret"] == shop["client_secret"] and secret["access_token"].startswith("shpat_")
     assert secret["access_token"] != shop["access_token"]  # a token of its own, from the code exchange
+    # an expiring offline token (an hour, as Shopify requires of public apps from 2027) and its refresh token
+    expires = datetime.fromisoformat(secret["access_token_expires_at"])
+    assert timedelta(minutes=55) < expires - datetime.now(UTC) <= timedelta(hours=1)
+    assert secret["refresh_token"].startswith("shprt_")
     with ShopifyClient(shop["domain"], **registry.client_options(shop["domain"])) as client:
         assert client.execute("{ shop { myshopifyDomain } }")["shop"]["myshopifyDomain"] == shop["domain"]
-    assert (tmp_path / "control.db").read_bytes().find(secret["access_token"].encode()) == -1
+    stored = (tmp_path / "control.db").read_bytes()
+    assert (
+        stored.find(secret["access_token"].encode()) == -1
+        and stored.find(secret["refresh_token"].encode()) == -1
+    )
+
+
+def _connect_by_oauth(store: RunningDevstore, data_dir: Path, port: int) -> StoreRegistry:
+    """Connect the store in this process (the merchant approves from a thread)."""
+    shop = store.shops[0]
+    approvals: list[threading.Thread] = []
+
+    def merchant(url: str) -> None:
+        approvals.append(threading.Thread(target=_merchant_approves, args=(url,), daemon=True))
+        approvals[-1].start()
+
+    verified = verify_oauth(
+        shop["domain"], shop["client_id"], shop["client_secret"], shop["base_url"], requested_scopes(),
+        port=port, show_url=merchant, timeout=20,
+    )  # fmt: skip
+    for thread in approvals:
+        thread.join(10)
+    registry = _registry(data_dir)
+    registry.connect_store(
+        shop["domain"],
+        credentials=verified.credentials,
+        api_base_url=shop["base_url"],
+        scopes=verified.scopes,
+        auth_kind=verified.auth_kind,
+    )
+    return registry
+
+
+def test_an_expired_oauth_token_is_refreshed_once_stored_and_shared(
+    store: RunningDevstore, tmp_path: Path, callback_port: int
+) -> None:
+    domain = store.shops[0]["domain"]
+    registry = _connect_by_oauth(store, tmp_path, callback_port)
+    first = registry.credentials(domain)
+    early = ShopifyClient(domain, **registry.client_options(domain))  # holds the first token
+    assert early.execute("{ shop { id } }")["shop"]["id"]
+
+    store.world.clock.offset = timedelta(hours=2)  # the hour-long token has expired at Shopify
+    with ShopifyClient(domain, **registry.client_options(domain)) as client:
+        assert client.execute("{ shop { id } }")["shop"]["id"]
+    second = registry.credentials(domain)
+    assert second["access_token"] != first["access_token"]
+    assert second["refresh_token"] != first["refresh_token"]  # rotated, and the new one stored
+    assert datetime.fromisoformat(second["access_token_expires_at"]) > datetime.fromisoformat(
+        first["access_token_expires_at"]
+    )
+    # another process still holding the old token meets Shopify's 401 and takes the stored one
+    with early:
+        assert early.execute("{ shop { id } }")["shop"]["id"]
+        assert early.stats.retries.get("401") == 1
+    assert registry.credentials(domain)["refresh_token"] == second["refresh_token"]  # no second refresh
+    report = check_health(registry, domain)
+    assert all(report.item(name).passed for name in (OAUTH, TOKEN, SCOPES, API))
+    assert report.item(TOKEN).detail.startswith("expires at")
+
+    # the refresh token stops working once the app is uninstalled: the store must be approved again
+    handle = domain.removesuffix(".myshopify.com")
+    store.control("POST", f"/shops/{handle}/uninstall")
+    store.world.clock.offset = timedelta(hours=4)
+    with (
+        ShopifyClient(domain, **registry.client_options(domain)) as client,
+        pytest.raises(ShopifyAuthError, match="stores reconnect") as refused,
+    ):
+        client.execute("{ shop { id } }")
+    assert second["refresh_token"] not in str(refused.value)
+    registry.update_credentials(domain, {"access_token_expires_at": datetime.now(UTC).isoformat()})
+    report = check_health(registry, domain)
+    assert not report.item(TOKEN).passed and "stores reconnect" in report.item(TOKEN).detail
+    assert report.status is StoreStatus.RECONNECT_REQUIRED
+    registry.close()
 
 
 def test_oauth_callback_with_a_tampered_hmac_is_refused_and_nothing_is_stored(
