@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import dagster as dg
 import duckdb
+import httpx
 import pytest
 import sqlalchemy as sa
 
 from devstore.server import RunningDevstore
 from orchestration.control import (
+    AuthKind,
     ControlSettings,
     EntityState,
     RegistryError,
@@ -29,6 +33,7 @@ from orchestration.defs.shopify.definitions import build_shopify_defs
 from orchestration.defs.shopify.jobs import table_key
 from orchestration.defs.shopify.partitions import SHOPIFY_ENTITIES, STORES_PARTITION, add_store_partition
 from orchestration.defs.shopify.resources import ShopifyStores, SyncPaths
+from pipelines.shopify.oauth import exchange_code
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
@@ -241,3 +246,51 @@ def test_pool_slots_of_failed_or_cancelled_runs_are_freed_on_postgres(
         assert storage.get_concurrency_info(WAREHOUSE_POOL).active_slot_count == 0
     finally:
         instance.dispose()
+
+
+def test_concurrent_callers_refresh_an_expiring_oauth_token_once_on_postgres(
+    database: str, tmp_path: Path, devstore_factory: Callable[..., RunningDevstore]
+) -> None:
+    running = devstore_factory(stores=1, customers=3, seed=5)
+    shop = running.shops[0]
+    domain, handle = shop["domain"], shop["domain"].removesuffix(".myshopify.com")
+    callback = "https://app.example/callback"
+    running.control("PUT", f"/shops/{handle}/app", {"redirect_urls": [callback]})
+    approved = httpx.get(
+        shop["base_url"] + "/admin/oauth/authorize",
+        params={
+            "client_id": shop["client_id"],
+            "scope": "read_customers",
+            "redirect_uri": callback,
+            "state": "s",
+        },
+    )
+    code = dict(parse_qsl(urlsplit(approved.headers["location"]).query))["code"]
+    grant = exchange_code(domain, shop["base_url"], shop["client_id"], shop["client_secret"], code)
+    registry = StoreRegistry(
+        ControlSettings(data_dir=tmp_path, control_url=f"postgresql://postgres@127.0.0.1:5432/{database}")
+    )
+    try:
+        registry.connect_store(
+            domain,
+            credentials={
+                **grant.credentials(),
+                "client_id": shop["client_id"],
+                "client_secret": shop["client_secret"],
+            },
+            api_base_url=shop["base_url"],
+            auth_kind=AuthKind.OAUTH,
+        )
+        app = running.world.shop(handle).apps[shop["client_id"]]  # type: ignore[union-attr]
+        issued = len(app.tokens)
+        # four processes' worth of callers find the token refused at once: one refresh serves all
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(
+                pool.map(lambda _: registry.offline_token(domain, stale=grant.access_token), range(4))
+            )
+        assert len({token for token, _ in answers}) == 1 and answers[0][0] != grant.access_token
+        assert len(app.tokens) == issued + 1
+        stored = registry.credentials(domain)
+        assert stored["access_token"] == answers[0][0] and stored["refresh_token"] != grant.refresh_token
+    finally:
+        registry.close()
