@@ -34,6 +34,9 @@ INVALID_TOKEN_BODY = {
 AUTH_CODE_TTL = timedelta(minutes=10)
 OFFLINE_TOKEN_TTL = timedelta(hours=1)  # Shopify's expiring offline tokens
 REFRESH_TOKEN_TTL = timedelta(days=90)
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+OFFLINE_TOKEN_TYPE = "urn:shopify:params:oauth:token-type:offline-access-token"
+MIGRATION_RETRY_WINDOW = timedelta(days=7)  # a lost migration answer can be asked for again
 
 
 def unauthorized() -> JSONResponse:
@@ -210,7 +213,36 @@ async def access_token(request: Request, world: World, shop: ShopState, oauth: O
             if not app.installed or not app.use_refresh_token(params.get("refresh_token", ""), now):
                 return _oauth_error("invalid_grant", "The refresh token is invalid, expired or was revoked.")
             return JSONResponse(_expiring_pair(app, now, replacing=params["refresh_token"]))
+    if grant_type == TOKEN_EXCHANGE and params.get("subject_token_type") == OFFLINE_TOKEN_TYPE:
+        return _migrate(app, params.get("subject_token", ""), params.get("expiring") == "1", now, shop)
     return _oauth_error("unsupported_grant_type", f"grant_type {grant_type!r} is not supported.")
+
+
+def _migrate(app: AppCredentials, old: str, expiring: bool, now: datetime, shop: ShopState) -> Response:
+    """Token exchange of a non-expiring offline token for an expiring pair; the old one stops
+    working. Asked again with the same old token within 7 days (and before the pair was
+    refreshed), the same pair comes back, as Shopify does since 2026."""
+    with shop.lock:
+        earlier = app.migrated.get(old)
+        if earlier is not None:
+            at, answer = earlier
+            refresh = answer["refresh_token"]
+            if (
+                now - at <= MIGRATION_RETRY_WINDOW
+                and refresh in app.refresh_tokens
+                and refresh not in app.replaced_by
+            ):
+                app.tokens[answer["access_token"]] = now + OFFLINE_TOKEN_TTL
+                return JSONResponse({**answer, "expires_in": int(OFFLINE_TOKEN_TTL.total_seconds())})
+            return _oauth_error("invalid_grant", "The subject token was already exchanged.")
+        if not expiring or not app.installed or old not in app.tokens or app.tokens[old] is not None:
+            return _oauth_error(
+                "invalid_grant", "The subject token is not a non-expiring offline token of this app."
+            )
+        del app.tokens[old]
+        answer = _expiring_pair(app, now)
+        app.migrated[old] = (now, answer)
+        return JSONResponse(answer)
 
 
 def _expiring_pair(app: AppCredentials, now: datetime, replacing: str | None = None) -> dict[str, Any]:

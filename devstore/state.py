@@ -97,6 +97,8 @@ class AppCredentials:
     # replaced (kept valid until its replacement is first used, as Shopify does since 2026-08)
     refresh_tokens: dict[str, datetime] = field(default_factory=dict)
     replaced_by: dict[str, str] = field(default_factory=dict)
+    # non-expiring tokens moved to expiring ones by token exchange -> (when, the answer given)
+    migrated: dict[str, tuple[datetime, dict[str, Any]]] = field(default_factory=dict)
 
     def issue_token(self, now: datetime, ttl: timedelta | None) -> str:
         """Create a new access token valid for ``ttl`` (None = no expiry)."""

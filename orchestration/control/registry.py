@@ -433,7 +433,8 @@ class StoreRegistry:
             # paces to one bucket and shares the bulk-operation slots
             "shared_dir": self.shared_state_dir,
         }
-        if static and secret.get("refresh_token"):
+        oauth = store.auth_kind is AuthKind.OAUTH and secret.get("client_id") and secret.get("client_secret")
+        if static and (secret.get("refresh_token") or oauth):
             options["token_source"] = OfflineTokenSource(self, domain)
         return options
 
@@ -447,10 +448,17 @@ class StoreRegistry:
         store row's lock on PostgreSQL. A process that waited finds the token the other one
         stored and uses it. Shopify rotates the refresh token on every use; the new pair is
         stored (encrypted) before the token is handed out. A refused refresh (revoked,
-        expired, app uninstalled) raises ``ShopifyAuthError``: reconnect the store.
+        expired, app uninstalled) raises ``ShopifyAuthError``: reconnect the store. A store
+        connected by OAuth earlier holds a non-expiring token: the first call moves it to an
+        expiring pair by token exchange (Shopify stops accepting the old kind on 2027-01-01).
         """
         from pipelines.shopify.client import ShopifyAuthError, ShopifyUnavailable
-        from pipelines.shopify.oauth import OAuthError, OAuthRefused, refresh_offline_token
+        from pipelines.shopify.oauth import (
+            OAuthError,
+            OAuthRefused,
+            migrate_offline_token,
+            refresh_offline_token,
+        )
         from pipelines.shopify.shared_state import SharedState, state_file
 
         lock = SharedState(state_file(self.shared_state_dir, domain, "oauth_token"))
@@ -461,23 +469,24 @@ class StoreRegistry:
             current = self.cipher.decrypt(row.credentials)
             token = current.get("access_token")
             expires = _instant(current.get("access_token_expires_at"))
-            if token and token != stale and (expires is None or expires - datetime.now(UTC) > margin):
-                return str(token), expires
             refresh = current.get("refresh_token")
-            if not refresh:
-                raise ShopifyAuthError(
-                    f"Shopify rejected the access token for {domain} and there is no refresh token: "
-                    "reconnect the store.",
-                    shop=domain,
-                )
+            fresh = expires is None or expires - datetime.now(UTC) > margin
+            if token and token != stale and fresh and refresh:
+                return str(token), expires
+            keys = (str(current.get("client_id") or ""), str(current.get("client_secret") or ""))
+            base_url = row.api_base_url or f"https://{domain}"
             try:
-                grant = refresh_offline_token(
-                    domain,
-                    row.api_base_url or f"https://{domain}",
-                    str(current.get("client_id") or ""),
-                    str(current.get("client_secret") or ""),
-                    str(refresh),
-                )
+                if refresh:
+                    grant = refresh_offline_token(domain, base_url, *keys, str(refresh))
+                elif token and row.auth_kind is AuthKind.OAUTH:
+                    # a non-expiring offline token from before: moved to an expiring one, once
+                    grant = migrate_offline_token(domain, base_url, *keys, str(token))
+                else:
+                    raise ShopifyAuthError(
+                        f"Shopify rejected the access token for {domain} and there is no refresh token: "
+                        "reconnect the store.",
+                        shop=domain,
+                    )
             except OAuthRefused as exc:
                 raise ShopifyAuthError(
                     f"Shopify would not refresh the access token for {domain}, so the store must be "

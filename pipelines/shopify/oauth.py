@@ -8,7 +8,8 @@ client secret) verifies, its ``state`` is the one this attempt made, and its ``s
 the store being connected. The code is then exchanged for an expiring offline token (an
 hour) and a refresh token (``expiring=1``): Shopify requires public apps to use expiring
 offline tokens from 1 January 2027. ``refresh_offline_token`` spends the refresh token for a
-new pair; Shopify rotates the refresh token on every use.
+new pair; Shopify rotates the refresh token on every use. A store connected earlier with a
+non-expiring offline token is moved over by ``migrate_offline_token`` (token exchange).
 
 Client credentials (an app the merchant created or installed for their own store): the
 client id and secret are exchanged for a token that expires (24 h on Shopify); the
@@ -34,6 +35,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import httpx
 
 CALLBACK_PATH = "/shopsync/oauth/callback"
+OFFLINE_TOKEN_TYPE = "urn:shopify:params:oauth:token-type:offline-access-token"
 DEFAULT_TIMEOUT_S = 300.0
 
 
@@ -175,6 +177,25 @@ def exchange_code(
     """Exchange an authorization code for an expiring offline access token and its refresh token."""
     started = datetime.now(UTC)
     body = {"client_id": client_id, "client_secret": client_secret, "code": code, "expiring": "1"}
+    return _grant(_post_token(base_url, body, shop, timeout), started)
+
+
+def migrate_offline_token(
+    shop: str, base_url: str, client_id: str, client_secret: str, token: str, *, timeout: float = 30.0
+) -> TokenGrant:
+    """Exchange a non-expiring offline token for an expiring one and its refresh token (token
+    exchange), without the merchant; the old token stops working. Asked again with the same
+    old token (a lost answer), Shopify returns the same pair for seven days."""
+    started = datetime.now(UTC)
+    body = {
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+        "subject_token": token,
+        "subject_token_type": OFFLINE_TOKEN_TYPE,
+        "requested_token_type": OFFLINE_TOKEN_TYPE,
+        "expiring": "1",
+    }
     return _grant(_post_token(base_url, body, shop, timeout), started)
 
 

@@ -28,6 +28,7 @@ from orchestration.control.connect import ConnectError, requested_scopes, verify
 from orchestration.control.health import API, OAUTH, SCOPES, TOKEN, check_health
 from orchestration.defs.shopify.resources import ShopifyStores
 from pipelines.shopify.client import ShopifyAuthError, ShopifyClient
+from pipelines.shopify.oauth import migrate_offline_token
 
 SHOPSYNC = str(Path(sys.executable).parent / "shopsync")
 
@@ -204,6 +205,58 @@ def test_an_expired_oauth_token_is_refreshed_once_stored_and_shared(
     report = check_health(registry, domain)
     assert not report.item(TOKEN).passed and "stores reconnect" in report.item(TOKEN).detail
     assert report.status is StoreStatus.RECONNECT_REQUIRED
+    registry.close()
+
+
+def test_a_store_connected_with_a_non_expiring_oauth_token_is_moved_to_an_expiring_one(
+    store: RunningDevstore, tmp_path: Path
+) -> None:
+    # As an earlier shopsync left it: an OAuth store holding a non-expiring offline token.
+    shop = store.shops[0]
+    domain, handle = shop["domain"], shop["domain"].removesuffix(".myshopify.com")
+    callback = f"https://app.example/{handle}/callback"
+    store.control("PUT", f"/shops/{handle}/app", {"redirect_urls": [callback]})
+    approved = httpx.get(
+        shop["base_url"] + "/admin/oauth/authorize",
+        params={
+            "client_id": shop["client_id"],
+            "scope": "read_customers",
+            "redirect_uri": callback,
+            "state": "s",
+        },
+        timeout=30,
+    )
+    code = dict(parse_qsl(urlsplit(approved.headers["location"]).query))["code"]
+    keys = {"client_id": shop["client_id"], "client_secret": shop["client_secret"]}
+    old = httpx.post(shop["base_url"] + "/admin/oauth/access_token", json={**keys, "code": code}, timeout=30)
+    old_token = old.json()["access_token"]
+    assert "refresh_token" not in old.json()
+    registry = _registry(tmp_path)
+    registry.connect_store(
+        domain,
+        credentials={"access_token": old_token, **keys},
+        api_base_url=shop["base_url"],
+        scopes=["read_customers"],
+        auth_kind=AuthKind.OAUTH,
+    )
+
+    with ShopifyClient(domain, **registry.client_options(domain)) as client:
+        assert client.execute("{ shop { id } }")["shop"]["id"]
+    moved = registry.credentials(domain)
+    assert moved["access_token"] != old_token and moved["refresh_token"].startswith("shprt_")
+    assert datetime.fromisoformat(moved["access_token_expires_at"]) > datetime.now(UTC)
+    gone = httpx.post(
+        shop["base_url"] + "/admin/api/2026-10/graphql.json",
+        json={"query": "{ shop { id } }"},
+        headers={"X-Shopify-Access-Token": old_token},
+        timeout=30,
+    )
+    assert gone.status_code == 401  # the old kind of token no longer works
+    # the exchange answer lost on the way: asking again with the old token gives the same pair
+    again = migrate_offline_token(
+        domain, shop["base_url"], shop["client_id"], shop["client_secret"], old_token
+    )
+    assert (again.access_token, again.refresh_token) == (moved["access_token"], moved["refresh_token"])
     registry.close()
 
 
