@@ -244,25 +244,33 @@ def read_manifest(path: Path) -> Manifest:
 
 
 def iter_batches(
-    root: Path, shop: str | None = None, entity: str | None = None
+    root: Path, shop: str | None = None, entity: str | None = None, *, unloaded_only: bool = False
 ) -> Iterator[tuple[Manifest, Path]]:
-    """Every complete batch (manifest present) as ``(manifest, data_path)``, oldest first."""
+    """Every complete batch (manifest present) as ``(manifest, data_path)``, oldest first.
+
+    With ``shop`` and ``entity`` only that folder is scanned; ``unloaded_only`` skips a loaded
+    batch on its marker, before its manifest is read (the landing zone keeps every batch).
+    """
     if not root.exists():
         return
+    base = entity_dir(root, shop, entity) if shop is not None and entity is not None else root
     found: list[tuple[Manifest, Path]] = []
-    for manifest_path in root.glob("**/*.json"):
+    for manifest_path in base.glob("**/*.json"):
         if manifest_path.name.startswith(".tmp-") or _IGNORED_FOLDERS & set(
             manifest_path.relative_to(root).parts
         ):
             continue
-        if not manifest_path.with_suffix(".jsonl").exists():
+        data_path = manifest_path.with_suffix(".jsonl")
+        if not data_path.exists():
             continue  # a stray .json (say, a file dropped by hand) is not a batch
+        if unloaded_only and is_loaded(data_path):
+            continue
         manifest = read_manifest(manifest_path)
         if shop is not None and manifest.shop != shop:
             continue
         if entity is not None and manifest.entity != entity:
             continue
-        found.append((manifest, manifest_path.with_suffix(".jsonl")))
+        found.append((manifest, data_path))
     found.sort(key=lambda item: item[0].batch_id)
     yield from found
 
@@ -281,4 +289,4 @@ def pending_batches(
     root: Path, shop: str | None = None, entity: str | None = None
 ) -> list[tuple[Manifest, Path]]:
     """Complete batches not yet loaded, oldest first."""
-    return [(m, p) for m, p in iter_batches(root, shop, entity) if not is_loaded(p)]
+    return list(iter_batches(root, shop, entity, unloaded_only=True))

@@ -9,6 +9,7 @@ project's stores: a Dagster code location serves one project and its warehouse.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from orchestration.control.projects import (
 from orchestration.control.settings import ControlSettings
 
 # Credential keys that sign webhooks (several during a secret rotation).
+log = logging.getLogger("shopsync.control")
 WEBHOOK_SECRET_KEYS = ("client_secret", "previous_client_secret")
 # An expiring offline token (an hour) is refreshed when less than this is left of it.
 TOKEN_REFRESH_MARGIN = timedelta(minutes=5)
@@ -487,15 +489,20 @@ class StoreRegistry:
                         "reconnect the store.",
                         shop=domain,
                     )
-            except OAuthRefused as exc:
+            except OAuthError as exc:
+                if not refresh and token and token != stale:
+                    # The move failed but the old token still works (Shopify accepts it until
+                    # 2027-01-01): keep syncing with it; the next run tries the move again.
+                    log.warning("%s: could not move to an expiring offline token yet (%s)", domain, exc)
+                    return str(token), None
+                if not isinstance(exc, OAuthRefused):
+                    raise ShopifyUnavailable(str(exc), shop=domain) from None
                 raise ShopifyAuthError(
                     f"Shopify would not refresh the access token for {domain}, so the store must be "
                     f"approved again: shopsync stores reconnect {domain} --oauth --client-id ID "
                     f"--client-secret SECRET. ({exc})",
                     shop=domain,
                 ) from None
-            except OAuthError as exc:
-                raise ShopifyUnavailable(str(exc), shop=domain) from None
             current.update(grant.credentials())
             row.credentials = self.cipher.encrypt(current)
             return grant.access_token, grant.expires_at

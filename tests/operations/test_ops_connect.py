@@ -240,6 +240,13 @@ def test_a_store_connected_with_a_non_expiring_oauth_token_is_moved_to_an_expiri
         auth_kind=AuthKind.OAUTH,
     )
 
+    # Shopify's token endpoint fails: the old token (still accepted until 2027) keeps the store syncing
+    store.control("PUT", "/faults", {"rate_500": 1.0, "kinds": ["oauth"]})
+    with ShopifyClient(domain, **{**registry.client_options(domain), "max_attempts": 2}) as client:
+        assert client.execute("{ shop { id } }")["shop"]["id"]
+    assert registry.credentials(domain)["access_token"] == old_token
+    store.control("DELETE", "/faults")
+
     with ShopifyClient(domain, **registry.client_options(domain)) as client:
         assert client.execute("{ shop { id } }")["shop"]["id"]
     moved = registry.credentials(domain)

@@ -69,3 +69,20 @@ def test_pending_batches_are_ordered_and_filtered_and_marked(tmp_path: Path) -> 
 def test_engagement_batches_live_under_their_own_folder(tmp_path: Path) -> None:
     manifest = landing.write_batch(tmp_path, landing.ENGAGEMENT, "engagement", "feed", [{"event_id": "e1"}])
     assert (tmp_path / "_engagement" / manifest.data_path_name).exists()
+
+
+def test_pending_batches_never_read_a_loaded_batch_or_another_entity(tmp_path: Path) -> None:
+    # The landing zone keeps every batch: the scan the sensor runs each tick must not grow with
+    # loaded ones. A loaded batch is skipped on its marker (its manifest is not even parsed)
+    # and a shop + entity scan reads only that folder.
+    loaded = landing.write_batch(tmp_path, "a.myshopify.com", "orders", "bulk", [{"id": "1"}])
+    waiting = landing.write_batch(tmp_path, "a.myshopify.com", "orders", "incremental", [{"id": "2"}])
+    other = landing.write_batch(tmp_path, "a.myshopify.com", "customers", "bulk", [{"id": "3"}])
+    folder = landing.entity_dir(tmp_path, "a.myshopify.com", "orders")
+    landing.mark_loaded(folder / loaded.data_path_name, {"rows": 1})
+    (folder / f"{loaded.batch_id}.json").write_text("not a manifest any more")
+    customers = landing.entity_dir(tmp_path, "a.myshopify.com", "customers")
+    (customers / f"{other.batch_id}.json").write_text("{ unreadable")
+
+    pending = landing.pending_batches(tmp_path, "a.myshopify.com", "orders")
+    assert [m.batch_id for m, _ in pending] == [waiting.batch_id]
