@@ -43,8 +43,9 @@ from orchestration.control.projects import (
 )
 from orchestration.control.settings import ControlSettings
 
-# Credential keys that sign webhooks (several during a secret rotation).
 log = logging.getLogger("shopsync.control")
+
+# Credential keys that sign webhooks (several during a secret rotation).
 WEBHOOK_SECRET_KEYS = ("client_secret", "previous_client_secret")
 # An expiring offline token (an hour) is refreshed when less than this is left of it.
 TOKEN_REFRESH_MARGIN = timedelta(minutes=5)

@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -20,6 +21,8 @@ WAREHOUSE_POOL = "warehouse"
 # polls for the slot with a back-off growing to 15 s and the slot sits idle between steps.
 WAREHOUSE_TAG = "shopsync/warehouse"
 WAREHOUSE_OP_TAGS = {WAREHOUSE_TAG: "writer"}
+# What every asset and check that opens the warehouse is declared with: ``**IN_WAREHOUSE``.
+IN_WAREHOUSE: dict[str, Any] = {"pool": WAREHOUSE_POOL, "op_tags": WAREHOUSE_OP_TAGS}
 LOCAL_HOME = ".dagster_home"
 _TEMPLATE = Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml"
 

@@ -171,13 +171,27 @@ def _post_token(base_url: str, body: dict[str, str], shop: str, timeout: float) 
     return dict(payload)
 
 
+def _token_grant(
+    shop: str,
+    base_url: str,
+    client_id: str,
+    client_secret: str,
+    fields: dict[str, str],
+    timeout: float,
+    now: datetime | None = None,
+) -> TokenGrant:
+    """Ask the token endpoint for a grant (the app's keys plus ``fields``); expiries from ``now``."""
+    started = now or datetime.now(UTC)
+    body = {"client_id": client_id, "client_secret": client_secret, **fields}
+    return _grant(_post_token(base_url, body, shop, timeout), started)
+
+
 def exchange_code(
     shop: str, base_url: str, client_id: str, client_secret: str, code: str, *, timeout: float = 30.0
 ) -> TokenGrant:
     """Exchange an authorization code for an expiring offline access token and its refresh token."""
-    started = datetime.now(UTC)
-    body = {"client_id": client_id, "client_secret": client_secret, "code": code, "expiring": "1"}
-    return _grant(_post_token(base_url, body, shop, timeout), started)
+    fields = {"code": code, "expiring": "1"}
+    return _token_grant(shop, base_url, client_id, client_secret, fields, timeout)
 
 
 def migrate_offline_token(
@@ -186,17 +200,14 @@ def migrate_offline_token(
     """Exchange a non-expiring offline token for an expiring one and its refresh token (token
     exchange), without the merchant; the old token stops working. Asked again with the same
     old token (a lost answer), Shopify returns the same pair for seven days."""
-    started = datetime.now(UTC)
-    body = {
-        "client_id": client_id,
-        "client_secret": client_secret,
+    fields = {
         "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
         "subject_token": token,
         "subject_token_type": OFFLINE_TOKEN_TYPE,
         "requested_token_type": OFFLINE_TOKEN_TYPE,
         "expiring": "1",
     }
-    return _grant(_post_token(base_url, body, shop, timeout), started)
+    return _token_grant(shop, base_url, client_id, client_secret, fields, timeout)
 
 
 def refresh_offline_token(
@@ -207,14 +218,8 @@ def refresh_offline_token(
     Raises ``OAuthRefused`` when Shopify refuses it (revoked, expired, app uninstalled): the
     store must then be reconnected.
     """
-    started = datetime.now(UTC)
-    body = {
-        "client_id": client_id,
-        "client_secret": client_secret,
-        "grant_type": "refresh_token",
-        "refresh_token": refresh_token,
-    }
-    return _grant(_post_token(base_url, body, shop, timeout), started)
+    fields = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+    return _token_grant(shop, base_url, client_id, client_secret, fields, timeout)
 
 
 def client_credentials_grant(
@@ -227,14 +232,8 @@ def client_credentials_grant(
     now: datetime | None = None,
 ) -> TokenGrant:
     """A token from the client-credentials grant, with its expiry as a UTC instant."""
-    started = now or datetime.now(UTC)
-    payload = _post_token(
-        base_url,
-        {"client_id": client_id, "client_secret": client_secret, "grant_type": "client_credentials"},
-        shop,
-        timeout,
-    )
-    return _grant(payload, started)
+    fields = {"grant_type": "client_credentials"}
+    return _token_grant(shop, base_url, client_id, client_secret, fields, timeout, now)
 
 
 class CallbackServer:

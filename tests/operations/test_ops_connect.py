@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 import pytest
 from click.testing import CliRunner
+from support.oauth import authorization_code
 
 from devstore.server import RunningDevstore
 from orchestration.cli import cli
@@ -213,20 +214,8 @@ def test_a_store_connected_with_a_non_expiring_oauth_token_is_moved_to_an_expiri
 ) -> None:
     # As an earlier shopsync left it: an OAuth store holding a non-expiring offline token.
     shop = store.shops[0]
-    domain, handle = shop["domain"], shop["domain"].removesuffix(".myshopify.com")
-    callback = f"https://app.example/{handle}/callback"
-    store.control("PUT", f"/shops/{handle}/app", {"redirect_urls": [callback]})
-    approved = httpx.get(
-        shop["base_url"] + "/admin/oauth/authorize",
-        params={
-            "client_id": shop["client_id"],
-            "scope": "read_customers",
-            "redirect_uri": callback,
-            "state": "s",
-        },
-        timeout=30,
-    )
-    code = dict(parse_qsl(urlsplit(approved.headers["location"]).query))["code"]
+    domain = shop["domain"]
+    code = authorization_code(store)
     keys = {"client_id": shop["client_id"], "client_secret": shop["client_secret"]}
     old = httpx.post(shop["base_url"] + "/admin/oauth/access_token", json={**keys, "code": code}, timeout=30)
     old_token = old.json()["access_token"]

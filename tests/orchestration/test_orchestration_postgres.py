@@ -7,13 +7,12 @@ import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
 
 import dagster as dg
 import duckdb
-import httpx
 import pytest
 import sqlalchemy as sa
+from support.oauth import authorization_code
 
 from devstore.server import RunningDevstore
 from orchestration.control import (
@@ -254,18 +253,7 @@ def test_concurrent_callers_refresh_an_expiring_oauth_token_once_on_postgres(
     running = devstore_factory(stores=1, customers=3, seed=5)
     shop = running.shops[0]
     domain, handle = shop["domain"], shop["domain"].removesuffix(".myshopify.com")
-    callback = "https://app.example/callback"
-    running.control("PUT", f"/shops/{handle}/app", {"redirect_urls": [callback]})
-    approved = httpx.get(
-        shop["base_url"] + "/admin/oauth/authorize",
-        params={
-            "client_id": shop["client_id"],
-            "scope": "read_customers",
-            "redirect_uri": callback,
-            "state": "s",
-        },
-    )
-    code = dict(parse_qsl(urlsplit(approved.headers["location"]).query))["code"]
+    code = authorization_code(running)
     grant = exchange_code(domain, shop["base_url"], shop["client_id"], shop["client_secret"], code)
     registry = StoreRegistry(
         ControlSettings(data_dir=tmp_path, control_url=f"postgresql://postgres@127.0.0.1:5432/{database}")

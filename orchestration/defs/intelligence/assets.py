@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from orchestration.defs.instance import WAREHOUSE_OP_TAGS, WAREHOUSE_POOL
+from orchestration.defs.instance import IN_WAREHOUSE
 from orchestration.defs.intelligence.resources import IntelligenceConfig, IntelligenceSettings, parse_as_of
 from orchestration.defs.shopify.jobs import table_key
 from orchestration.defs.shopify.resources import SyncPaths
@@ -141,8 +141,7 @@ def _next_run_number(con: Any) -> int:
             ]
         },
     ),
-    pool=WAREHOUSE_POOL,
-    op_tags=WAREHOUSE_OP_TAGS,
+    **IN_WAREHOUSE,
     name="core__identity",
 )
 def identity_assets(
@@ -223,8 +222,7 @@ def identity_assets(
 
 @dg.multi_asset(
     specs=core_specs(METRICS_DOCS, "metrics", [core_key("contact_identities"), table_key("orders")]),
-    pool=WAREHOUSE_POOL,
-    op_tags=WAREHOUSE_OP_TAGS,
+    **IN_WAREHOUSE,
     name="core__metrics",
 )
 def metrics_assets(
@@ -299,8 +297,7 @@ def metrics_assets(
             [core_key("contact_identities"), table_key("customers"), ENGAGEMENT_EVENTS],
         )
     ],
-    pool=WAREHOUSE_POOL,
-    op_tags=WAREHOUSE_OP_TAGS,
+    **IN_WAREHOUSE,
     name="core__consent",
 )
 def consent_assets(
@@ -405,8 +402,7 @@ def consent_assets(
     deps=[core_key("contact_identities"), core_key("contact_metrics"), core_key("contact_consent")],
     group_name="identity",
     kinds={"duckdb", "polars"},
-    pool=WAREHOUSE_POOL,
-    op_tags=WAREHOUSE_OP_TAGS,
+    **IN_WAREHOUSE,
     automation_condition=EAGER,
 )
 def contacts_asset(context: dg.AssetExecutionContext, paths: SyncPaths) -> dg.MaterializeResult:
@@ -475,8 +471,7 @@ def contacts_asset(context: dg.AssetExecutionContext, paths: SyncPaths) -> dg.Ma
     ],
     group_name="analyst",
     kinds={"duckdb", "parquet"},
-    pool=WAREHOUSE_POOL,
-    op_tags=WAREHOUSE_OP_TAGS,
+    **IN_WAREHOUSE,
     automation_condition=EAGER,
 )
 def analyst_snapshot(paths: SyncPaths) -> dg.MaterializeResult:

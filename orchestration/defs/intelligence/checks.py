@@ -10,7 +10,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from orchestration.defs.instance import WAREHOUSE_OP_TAGS, WAREHOUSE_POOL
+from orchestration.defs.instance import IN_WAREHOUSE
 from orchestration.defs.intelligence.assets import core_key, fx_warning
 from orchestration.defs.intelligence.resources import IntelligenceSettings
 from orchestration.defs.shopify.resources import SyncPaths
@@ -87,9 +87,7 @@ def _result(failures: int, description: str, sample: list[str] | None = None) ->
     return dg.AssetCheckResult(passed=failures == 0, description=description, metadata=metadata)
 
 
-@dg.asset_check(
-    asset=core_key("contact_identities"), pool=WAREHOUSE_POOL, op_tags=WAREHOUSE_OP_TAGS, blocking=False
-)
+@dg.asset_check(asset=core_key("contact_identities"), **IN_WAREHOUSE, blocking=False)
 def contact_ids_stable(paths: SyncPaths) -> dg.AssetCheckResult:
     """No contact id disappeared since the last run without a merge event."""
 
@@ -110,7 +108,7 @@ def contact_ids_stable(paths: SyncPaths) -> dg.AssetCheckResult:
     return _result(len(lost), "Contact ids lost without a merge event", lost)
 
 
-@dg.asset_check(asset=core_key("contact_identities"), pool=WAREHOUSE_POOL, op_tags=WAREHOUSE_OP_TAGS)
+@dg.asset_check(asset=core_key("contact_identities"), **IN_WAREHOUSE)
 def one_contact_per_record(paths: SyncPaths) -> dg.AssetCheckResult:
     """No customer record, guest order or checkout belongs to two contacts."""
     frames = _read(
@@ -119,7 +117,7 @@ def one_contact_per_record(paths: SyncPaths) -> dg.AssetCheckResult:
     return _result(records_in_several_contacts(frames["ids"]), "Records mapped to several contacts")
 
 
-@dg.asset_check(asset=core_key("contacts"), pool=WAREHOUSE_POOL, op_tags=WAREHOUSE_OP_TAGS)
+@dg.asset_check(asset=core_key("contacts"), **IN_WAREHOUSE)
 def contact_ids_unique(paths: SyncPaths) -> dg.AssetCheckResult:
     """Each contact id is one golden record."""
     frames = _read(paths, lambda con: {"contacts": wio.read_table(con, "core.contacts")})
@@ -127,21 +125,21 @@ def contact_ids_unique(paths: SyncPaths) -> dg.AssetCheckResult:
     return _result(len(dupes), "Contact ids on several rows", dupes)
 
 
-@dg.asset_check(asset=core_key("contact_metrics"), pool=WAREHOUSE_POOL, op_tags=WAREHOUSE_OP_TAGS)
+@dg.asset_check(asset=core_key("contact_metrics"), **IN_WAREHOUSE)
 def rfm_scores_in_range(paths: SyncPaths) -> dg.AssetCheckResult:
     """R, F and M scores are 1..5."""
     frames = _read(paths, lambda con: {"m": wio.read_table(con, "core.contact_metrics")})
     return _result(rfm_scores_out_of_range(frames["m"]), "Contacts with an RFM score outside 1..5")
 
 
-@dg.asset_check(asset=core_key("contact_metrics"), pool=WAREHOUSE_POOL, op_tags=WAREHOUSE_OP_TAGS)
+@dg.asset_check(asset=core_key("contact_metrics"), **IN_WAREHOUSE)
 def clv_not_negative(paths: SyncPaths) -> dg.AssetCheckResult:
     """Predicted CLV and its parts are never negative."""
     frames = _read(paths, lambda con: {"m": wio.read_table(con, "core.contact_metrics")})
     return _result(negative_clv(frames["m"]), "Contacts with a negative CLV or spend")
 
 
-@dg.asset_check(asset=core_key("contact_metrics"), pool=WAREHOUSE_POOL, op_tags=WAREHOUSE_OP_TAGS)
+@dg.asset_check(asset=core_key("contact_metrics"), **IN_WAREHOUSE)
 def fx_rates_complete(paths: SyncPaths, intelligence: IntelligenceSettings) -> dg.AssetCheckResult:
     """Every order currency has a rate to the reporting currency (a warning: totals per currency stay)."""
 
@@ -169,7 +167,7 @@ def fx_rates_complete(paths: SyncPaths, intelligence: IntelligenceSettings) -> d
     )
 
 
-@dg.asset_check(asset=core_key("consent"), pool=WAREHOUSE_POOL, op_tags=WAREHOUSE_OP_TAGS)
+@dg.asset_check(asset=core_key("consent"), **IN_WAREHOUSE)
 def consent_ratchet_holds(paths: SyncPaths) -> dg.AssetCheckResult:
     """No record or person is subscribed while an unsubscribe at least as recent exists: in this
     run's observations, or in the state the warehouse recorded on the previous run."""

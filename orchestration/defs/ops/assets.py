@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from orchestration.defs.instance import WAREHOUSE_OP_TAGS, WAREHOUSE_POOL
+from orchestration.defs.instance import IN_WAREHOUSE
 from orchestration.defs.logs import with_run_logging
 from orchestration.defs.ops.checks import CHECK_METRICS, check_specs, evaluate
 from orchestration.defs.ops.resources import SyncHealthSettings
@@ -79,8 +79,7 @@ def _run_started(context: dg.AssetExecutionContext) -> datetime:
 @dg.asset(
     key=SYNC_HEALTH_KEY,
     group_name=GROUP,
-    pool=WAREHOUSE_POOL,
-    op_tags=WAREHOUSE_OP_TAGS,
+    **IN_WAREHOUSE,
     kinds={"duckdb", "polars"},
     deps=[table_key(e) for e in SHOPIFY_ENTITIES],
     check_specs=check_specs(SYNC_HEALTH_KEY),

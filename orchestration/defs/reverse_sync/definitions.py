@@ -27,7 +27,7 @@ import dagster as dg
 from pydantic import Field
 
 from orchestration.control.registry import StoreRegistry
-from orchestration.defs.instance import WAREHOUSE_OP_TAGS, WAREHOUSE_POOL
+from orchestration.defs.instance import IN_WAREHOUSE
 from orchestration.defs.logs import with_run_logging
 from orchestration.defs.reverse_sync import service
 from orchestration.defs.reverse_sync.engagement import (
@@ -62,8 +62,7 @@ def _now() -> datetime:
     key=["reverse_sync", "plan"],
     group_name=GROUP,
     partitions_def=stores_partitions,
-    pool=WAREHOUSE_POOL,
-    op_tags=WAREHOUSE_OP_TAGS,
+    **IN_WAREHOUSE,
     kinds={"duckdb", "polars"},
     description="What to push to the store: desired state minus sync.pushed_state, filtered by its toggles.",
 )
@@ -142,8 +141,7 @@ def reverse_sync_push(
     group_name=GROUP,
     partitions_def=stores_partitions,
     ins={"report": dg.AssetIn(key=["reverse_sync", "push"])},
-    pool=WAREHOUSE_POOL,
-    op_tags=WAREHOUSE_OP_TAGS,
+    **IN_WAREHOUSE,
     kinds={"duckdb"},
     check_specs=[
         dg.AssetCheckSpec(

@@ -23,7 +23,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from orchestration.defs.instance import WAREHOUSE_OP_TAGS, WAREHOUSE_POOL
+from orchestration.defs.instance import IN_WAREHOUSE
 from orchestration.defs.logs import with_run_logging
 from orchestration.defs.shopify.resources import SyncPaths
 from pipelines import warehouse_io as wio
@@ -99,8 +99,7 @@ def engagement_feed(
     key=EVENTS_KEY,
     deps=[FEED_KEY],
     group_name=ENGAGEMENT_GROUP,
-    pool=WAREHOUSE_POOL,
-    op_tags=WAREHOUSE_OP_TAGS,
+    **IN_WAREHOUSE,
     kinds={"duckdb", "dlt"},
 )
 def engagement_events(paths: SyncPaths) -> dg.MaterializeResult:

@@ -17,7 +17,7 @@ from pydantic import Field
 from orchestration.control import EntityState, StoreStatus
 from orchestration.control.registry import ENTITY_TOGGLES, INBOUND_TOGGLES
 from orchestration.control.status import mark_reconnect_required, mark_sync_failed, mark_sync_succeeded
-from orchestration.defs.instance import WAREHOUSE_OP_TAGS, WAREHOUSE_POOL
+from orchestration.defs.instance import IN_WAREHOUSE
 from orchestration.defs.shopify.checks import live_rows_by_shop
 from orchestration.defs.shopify.jobs import fetch_key, table_key
 from orchestration.defs.shopify.partitions import SHOPIFY_ENTITIES, stores_partitions
@@ -202,8 +202,7 @@ def build_table_asset(entity: str) -> dg.AssetsDefinition:
         partitions_def=stores_partitions,
         group_name="shopify",
         kinds={"duckdb"},
-        pool=WAREHOUSE_POOL,
-        op_tags=WAREHOUSE_OP_TAGS,
+        **IN_WAREHOUSE,
         description=TABLE_DOCS[entity],
         tags={"shopsync/entity": entity, "shopsync/stage": "load"},
         metadata={"tables": dg.MetadataValue.json([f"shopify.{t}" for t in tables])},

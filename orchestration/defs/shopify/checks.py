@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from orchestration.defs.instance import WAREHOUSE_OP_TAGS, WAREHOUSE_POOL
+from orchestration.defs.instance import IN_WAREHOUSE
 from orchestration.defs.shopify.jobs import table_key
 from orchestration.defs.shopify.partitions import SHOPIFY_ENTITIES
 from orchestration.defs.shopify.resources import SyncPaths
@@ -91,8 +91,7 @@ def build_unique_check(entity: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=table_key(entity),
         name="one_row_per_shopify_id",
-        pool=WAREHOUSE_POOL,
-        op_tags=WAREHOUSE_OP_TAGS,
+        **IN_WAREHOUSE,
         description=f"shopify.{table} has exactly one row per (shop, id): re-syncs merge, never duplicate.",
     )
     def _check(paths: SyncPaths) -> dg.AssetCheckResult:
